@@ -1,0 +1,1 @@
+"""Data providers behind small Protocols: live (yfinance, Finnhub), snapshot, cached."""
