@@ -1,0 +1,158 @@
+"""Weekly windows, labels and the prompt builder.
+
+Weeks run Sunday to Sunday, as in FinGPT-Forecaster: the price at a week boundary is the last
+adjusted close on or before that Sunday. A forecast made on any day D uses the latest Sunday
+on or before D as its ``as_of``: the prompt holds only data dated on or before ``as_of``
+(prices, news by publication day, basic financials by report period), and the label is the
+return over the next week, ``as_of`` → ``as_of + 7``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from forecast.bins import Bin, bin_of_return
+from forecast.errors import NoDataError
+from forecast.prompt import FinancialsBlock, ForecastPrompt, Instruction, NewsLine, WeekBlock
+from forecast.providers.base import MarketData
+from forecast.types import BasicFinancials, NewsItem
+
+WEEK = dt.timedelta(days=7)
+SPAM_PREFIXES = ("Looking for stock market analysis and research with proves results?",)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    weeks: int = 4  # weeks of history in the prompt
+    news_per_week: int = 5
+    with_financials: bool = True
+    with_indicators: bool = False
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """A prompt with its label (when the target week has closed) and data provenance."""
+
+    prompt: ForecastPrompt
+    label: Bin | None
+    realized_return: float | None
+    stale_sources: tuple[str, ...] = ()
+    build_seconds: float = 0.0
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def week_start(day: dt.date) -> dt.date:
+    """The latest Sunday on or before ``day``."""
+    return day - dt.timedelta(days=(day.weekday() + 1) % 7)
+
+
+def close_on_or_before(closes: pd.Series, day: dt.date) -> float | None:
+    upto = closes.loc[: pd.Timestamp(day)]
+    return None if upto.empty else float(upto.iloc[-1])
+
+
+def select_news(items: list[NewsItem], ticker: str, name: str, k: int) -> tuple[NewsLine, ...]:
+    """At most ``k`` items, deterministically: spam and repeated headlines dropped, items that
+    name the company first, then the most recent; shown oldest first."""
+    seen: set[str] = set()
+    pool: list[NewsItem] = []
+    for n in items:
+        key = n.headline.strip().lower()
+        if not key or key in seen or n.summary.startswith(SPAM_PREFIXES):
+            continue
+        seen.add(key)
+        pool.append(n)
+    word = name.split()[0].lower() if name else ticker.lower()
+
+    def relevance(n: NewsItem) -> tuple[bool, dt.datetime]:
+        text = f"{n.headline} {n.summary}".lower()
+        return (ticker.lower() in text.split() or word in text, n.published)
+
+    chosen = sorted(pool, key=relevance, reverse=True)[:k]
+    chosen.sort(key=lambda n: n.published)
+    return tuple(NewsLine(headline=n.headline, summary=n.summary) for n in chosen)
+
+
+def latest_financials(reports: list[BasicFinancials], as_of: dt.date) -> FinancialsBlock | None:
+    known = [r for r in reports if r.period <= as_of]
+    if not known:
+        return None
+    last = max(known, key=lambda r: r.period)
+    return FinancialsBlock(period=last.period, metrics=dict(last.metrics))
+
+
+def build_prompt(
+    market: MarketData,
+    ticker: str,
+    day: dt.date,
+    config: WindowConfig = WindowConfig(),
+    *,
+    instruction: Instruction = Instruction.PREDICT,
+) -> BuiltPrompt:
+    """Build the forecast prompt for ``ticker`` as of the latest Sunday on or before ``day``."""
+    t0 = time.perf_counter()
+    as_of = week_start(day)
+    first = as_of - config.weeks * WEEK
+    stale: list[str] = []
+    sources: dict[str, str] = {}
+
+    def note(kind: str, fetched_stale: bool, source: str) -> None:
+        sources[kind] = source
+        if fetched_stale:
+            stale.append(kind)
+
+    profile = market.profiles.profile(ticker)
+    note("profile", profile.stale, profile.source)
+    # Ten days of slack before the first boundary covers holidays; one week after as_of for
+    # the label only (it never enters the prompt).
+    bars = market.prices.daily_bars(ticker, first - dt.timedelta(days=10), as_of + WEEK + dt.timedelta(days=1))
+    note("prices", bars.stale, bars.source)
+    closes = bars.value["Adj Close"]
+    news = market.news.company_news(ticker, first + dt.timedelta(days=1), as_of)
+    note("news", news.stale, news.source)
+
+    weeks: list[WeekBlock] = []
+    for i in range(config.weeks):
+        start, end = first + i * WEEK, first + (i + 1) * WEEK
+        p0, p1 = close_on_or_before(closes, start), close_on_or_before(closes, end)
+        if p0 is None or p1 is None:
+            raise NoDataError(f"no {ticker} prices on or before {start if p0 is None else end}")
+        in_week = [n for n in news.value if start < n.published.date() <= end]
+        weeks.append(WeekBlock(
+            start=start, end=end, start_price=p0, end_price=p1, increased=p1 > p0,
+            news=select_news(in_week, ticker, profile.value.name, config.news_per_week),
+        ))
+
+    financials = None
+    if config.with_financials:
+        reports = market.financials.basic_financials(ticker)
+        note("financials", reports.stale, reports.source)
+        financials = latest_financials(reports.value, as_of)
+
+    indicators = None
+    if config.with_indicators:
+        from forecast.indicators import render_indicators
+
+        indicators = render_indicators(closes.loc[: pd.Timestamp(as_of)])
+
+    label, realized = None, None
+    last_trading = closes.index[-1].date() if len(closes) else None
+    if last_trading is not None and last_trading >= as_of + WEEK - dt.timedelta(days=2):
+        p0, p1 = close_on_or_before(closes, as_of), close_on_or_before(closes, as_of + WEEK)
+        if p0 is not None and p1 is not None:
+            realized = p1 / p0 - 1.0
+            label = bin_of_return(realized)
+
+    prompt = ForecastPrompt(
+        ticker=ticker, profile=profile.value, weeks=tuple(weeks), financials=financials,
+        indicators=indicators, as_of=as_of, target_end=as_of + WEEK, instruction=instruction,
+        assumed_bin=label if instruction is Instruction.EXPLAIN else None,
+    )
+    return BuiltPrompt(
+        prompt=prompt, label=label, realized_return=realized, stale_sources=tuple(stale),
+        build_seconds=time.perf_counter() - t0, sources=sources,
+    )
