@@ -33,6 +33,9 @@ class WindowConfig:
     with_indicators: bool = False
 
 
+DEFAULT_WINDOW = WindowConfig()
+
+
 @dataclass(frozen=True)
 class BuiltPrompt:
     """A prompt with its label (when the target week has closed) and data provenance."""
@@ -89,7 +92,7 @@ def build_prompt(
     market: MarketData,
     ticker: str,
     day: dt.date,
-    config: WindowConfig = WindowConfig(),
+    config: WindowConfig = DEFAULT_WINDOW,
     *,
     instruction: Instruction = Instruction.PREDICT,
 ) -> BuiltPrompt:
@@ -109,7 +112,9 @@ def build_prompt(
     note("profile", profile.stale, profile.source)
     # Ten days of slack before the first boundary covers holidays; one week after as_of for
     # the label only (it never enters the prompt).
-    bars = market.prices.daily_bars(ticker, first - dt.timedelta(days=10), as_of + WEEK + dt.timedelta(days=1))
+    # the label only (it never enters the prompt). Indicators need ~6 months of closes.
+    lookback = dt.timedelta(days=200 if config.with_indicators else 10)
+    bars = market.prices.daily_bars(ticker, first - lookback, as_of + WEEK + dt.timedelta(days=1))
     note("prices", bars.stale, bars.source)
     closes = bars.value["Adj Close"]
     news = market.news.company_news(ticker, first + dt.timedelta(days=1), as_of)
@@ -156,3 +161,17 @@ def build_prompt(
         prompt=prompt, label=label, realized_return=realized, stale_sources=tuple(stale),
         build_seconds=time.perf_counter() - t0, sources=sources,
     )
+
+
+def weekly_labels(market: MarketData, ticker: str, start: dt.date, end: dt.date) -> list[tuple[dt.date, Bin]]:
+    """``(as_of, bin)`` for every closed Sunday-to-Sunday week with ``start <= as_of`` and
+    ``as_of + 7 <= end``: the label series (for baselines), no prompts built."""
+    closes = market.prices.daily_bars(ticker, start - dt.timedelta(days=10), end + dt.timedelta(days=1)).value["Adj Close"]
+    out: list[tuple[dt.date, Bin]] = []
+    as_of = week_start(start) + (WEEK if week_start(start) < start else dt.timedelta(0))
+    while as_of + WEEK <= end:
+        p0, p1 = close_on_or_before(closes, as_of), close_on_or_before(closes, as_of + WEEK)
+        if p0 is not None and p1 is not None:
+            out.append((as_of, bin_of_return(p1 / p0 - 1.0)))
+        as_of += WEEK
+    return out

