@@ -89,6 +89,10 @@ class AdapterVersion(_Model):
     path: str | None = None
     aliases: list[str] = Field(default_factory=list)
 
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
 
 class AdapterList(_Model):
     adapters: list[AdapterVersion] = Field(default_factory=list)
