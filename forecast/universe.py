@@ -120,8 +120,7 @@ def require_member(ticker: str, on: dt.date) -> str:
     spans = membership_periods(symbol)
     if not spans:
         raise UnknownTickerError(
-            f"{symbol!r} is not a Dow 30 member (no membership since "
-            f"{COVERAGE_START.isoformat()})"
+            f"{symbol!r} is not a Dow 30 member (no membership since {COVERAGE_START.isoformat()})"
         )
     left_before = [left for _, left in spans if left is not None and left <= on]
     if left_before:

@@ -71,6 +71,7 @@ def dump_frame(frame: pd.DataFrame) -> str:
         {
             "index": [ts.isoformat() for ts in index],
             "index_name": index.name,
+            "index_unit": index.unit,
             "columns": [str(c) for c in frame.columns],
             "dtypes": [str(t) for t in frame.dtypes],
             "data": [frame[c].tolist() for c in frame.columns],
@@ -81,6 +82,7 @@ def dump_frame(frame: pd.DataFrame) -> str:
 def load_frame(text: str) -> pd.DataFrame:
     raw = json.loads(text)
     index = pd.DatetimeIndex(pd.to_datetime(raw["index"]), name=raw["index_name"])
+    index = index.as_unit(raw["index_unit"])
     columns = {
         name: pd.Series(values, index=index, dtype=dtype)
         for name, dtype, values in zip(raw["columns"], raw["dtypes"], raw["data"], strict=True)
@@ -225,9 +227,13 @@ class CachedMarketData:
         codec = _CODECS[key[0]]
         entry = self.store.get(key)
         if entry is not None and self.clock() - entry.stored_at < self.ttl:
-            self._count("hits")
-            return Fetched(codec.load(entry.payload), source=entry.source, fetched_at=entry.stored_at)
-        self._count("misses")
+            with self._counter_lock:
+                self.hits += 1
+            return Fetched(
+                codec.load(entry.payload), source=entry.source, fetched_at=entry.stored_at
+            )
+        with self._counter_lock:
+            self.misses += 1
         try:
             fetched = call()
         except ProviderError as exc:
@@ -238,13 +244,12 @@ class CachedMarketData:
                 "serving stale %s for %s (stored %s): %s",
                 key[0], key[1], entry.stored_at.isoformat(), message,
             )  # fmt: skip
-            self._count("stale_serves")
+            with self._counter_lock:
+                self.stale_serves += 1
             value = codec.load(entry.payload)
-            return Fetched(value, entry.source, stale=True, fetched_at=entry.stored_at, error=message)
+            return Fetched(
+                value, entry.source, stale=True, fetched_at=entry.stored_at, error=message
+            )
         now = self.clock()
         self.store.put(key, CacheEntry(codec.dump(fetched.value), fetched.source, now))
         return fetched
-
-    def _count(self, name: str) -> None:
-        with self._counter_lock:
-            setattr(self, name, getattr(self, name) + 1)

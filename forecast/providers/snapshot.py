@@ -11,9 +11,9 @@ import bisect
 import datetime as dt
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -47,9 +47,7 @@ class _NewsIndex:
 
 def parse_news_line(raw: dict[str, Any]) -> NewsItem:
     """One snapshot news row (``datetime`` is ``YYYYMMDDhhmmss`` in UTC) as a NewsItem."""
-    published = dt.datetime.strptime(str(raw["datetime"]), NEWS_TIME_FORMAT).replace(
-        tzinfo=dt.UTC
-    )
+    published = dt.datetime.strptime(str(raw["datetime"]), NEWS_TIME_FORMAT).replace(tzinfo=dt.UTC)
     return NewsItem(
         published=published,
         headline=str(raw.get("headline") or ""),
@@ -173,7 +171,7 @@ class SnapshotMarketData:
         if not path.is_file():
             return pd.DataFrame(columns=list(PRICE_COLUMNS), index=pd.DatetimeIndex([]))
         frame = pd.read_csv(path, index_col="Date", parse_dates=["Date"])
-        frame.index = pd.DatetimeIndex(frame.index, name="Date")
+        frame.index = pd.DatetimeIndex(frame.index, name="Date").as_unit("ns")
         return frame.loc[:, list(PRICE_COLUMNS)].sort_index()
 
     def _read_news(self, symbol: str) -> _NewsIndex:
