@@ -22,6 +22,7 @@ class Prediction(_Model):
     bin: str  # U1..U5, U5+, D1..D5, D5+
     percent_low: float | None = None
     percent_high: float | None = None  # None for the open "more than 5%" bins
+    text: str | None = None  # the model's own words, e.g. "Up by 1-2%"
 
 
 class Latency(_Model):
@@ -37,20 +38,24 @@ class Latency(_Model):
 class Freshness(_Model):
     stale: bool = False
     stale_sources: list[str] = Field(default_factory=list)
+    sources: dict[str, str] = Field(default_factory=dict)
 
 
 class Forecast(_Model):
+    id: str | None = None
     ticker: str
     company: str | None = None
-    as_of: dt.date | None = None
+    as_of: dt.date | None = None  # the Sunday the prompt's data ends on
     week_start: dt.date | None = None
-    week_end: dt.date | None = None
+    week_end: dt.date | None = None  # the forecast is for week_start -> week_end
     prediction: Prediction | None = None  # None when the answer could not be parsed
+    parse_error: str | None = None
     positive_developments: str | None = None
     concerns: str | None = None
     analysis: str | None = None
     raw_text: str | None = None
     adapter: str | None = None  # "name@version"
+    base: str | None = None
     base_model: str | None = None
     arm: str | None = None
     freshness: Freshness = Field(default_factory=Freshness)
@@ -76,6 +81,7 @@ class BatchItemError(_Model):
 
 
 class BatchResult(_Model):
+    as_of: dt.date | None = None
     forecasts: list[Forecast] = Field(default_factory=list)
     errors: list[BatchItemError] = Field(default_factory=list)
 
@@ -83,11 +89,17 @@ class BatchResult(_Model):
 class AdapterVersion(_Model):
     name: str
     version: str
+    base: str | None = None
     base_model: str | None = None
+    chat_format: str | None = None
     lora_id: int | None = None
+    lora_rank: int | None = None
     loaded: bool = True
-    path: str | None = None
+    retiring: bool = False
+    inflight: int = 0
+    path: str | None = None  # relative to the adapter root
     aliases: list[str] = Field(default_factory=list)
+    metrics: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -97,35 +109,41 @@ class AdapterVersion(_Model):
 class AdapterList(_Model):
     adapters: list[AdapterVersion] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)  # alias -> "name@version"
+    available: dict[str, list[str]] = Field(default_factory=dict)  # on disk, oldest first
 
 
 class RoutingArm(_Model):
     name: str
-    adapter: str
+    adapter: str  # an alias
     weight: float
+    share: float | None = None  # normalised weight
 
 
 class Routing(_Model):
     arms: list[RoutingArm] = Field(default_factory=list)
     shadow: str | None = None
+    shadow_fraction: float = 1.0
     version: int | None = None
+
+
+class ScorecardRow(_Model):
+    adapter: str
+    version: str | None = None
+    forecasts: int = 0
+    parsed: int = 0
+    scored: int = 0
+    parse_failure_rate: float | None = None
+    binary_accuracy: float | None = None
+    mse: float | None = None
+    mean_latency_s: float | None = None
+    mean_ttft_s: float | None = None
+    tokens_per_s: float | None = None
 
 
 class Scorecard(_Model):
     adapter: str
-    version: str | None = None
-    forecasts: int = 0
-    scored: int = 0
-    binary_accuracy: float | None = None
-    mse: float | None = None
-    mean_latency_s: float | None = None
-
-
-class StreamToken(_Model):
-    """One ``token`` event of a streamed forecast."""
-
-    text: str
-    index: int | None = None
+    overall: ScorecardRow | None = None
+    versions: list[ScorecardRow] = Field(default_factory=list)
 
 
 class StreamEvent(_Model):
