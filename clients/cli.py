@@ -26,7 +26,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from clients.errors import Dow30Error
-from clients.models import AdapterList, Forecast, Routing, Scorecard
+from clients.models import (
+    AdapterList,
+    BatchItemError,
+    BatchResult,
+    Forecast,
+    Routing,
+    Scorecard,
+)
 from clients.sdk import Client
 
 T = TypeVar("T")
@@ -184,18 +191,25 @@ def batch(
     adapter: Adapter = None,
     as_json: AsJson = False,
 ) -> None:
-    """Forecasts for many tickers (default: the whole Dow 30 on that date)."""
+    """Forecasts for many tickers (default: the whole Dow 30 on that date), streamed as each
+    finishes behind a progress bar."""
     wanted = [t.upper() for t in tickers] if tickers else None
+    forecasts: list[Forecast] = []
+    errors: list[BatchItemError] = []
     with _client(ctx) as c, _progress(len(wanted) if wanted else 30) as advance:
-        results = c.batch(wanted, as_of=_date(as_of), adapter=adapter)
-        advance(len(results.forecasts) + len(results.errors))
+        for item in c.stream_batch(wanted, as_of=_date(as_of), adapter=adapter):
+            if isinstance(item, Forecast):
+                forecasts.append(item)
+            else:
+                errors.append(item)
+            advance(1)
     if as_json:
-        _print_json(results)
+        _print_json(BatchResult(forecasts=forecasts, errors=errors))
         return
-    table = Table(title=f"{len(results.forecasts)} forecasts, {len(results.errors)} errors")
+    table = Table(title=f"{len(forecasts)} forecasts, {len(errors)} errors")
     for col in ("ticker", "prediction", "adapter", "arm", "stale", "latency s"):
         table.add_column(col)
-    for f in sorted(results.forecasts, key=lambda f: f.ticker):
+    for f in sorted(forecasts, key=lambda f: f.ticker):
         table.add_row(
             f.ticker,
             f.prediction.bin if f.prediction else "unparsed",
@@ -204,7 +218,7 @@ def batch(
             "yes" if f.freshness.stale else "",
             f"{f.latency.total_s:.2f}" if f.latency.total_s is not None else "",
         )
-    for e in results.errors:
+    for e in errors:
         table.add_row(e.ticker, f"[red]{e.type}[/red]", e.message, "", "", "")
     out.print(table)
 
@@ -248,32 +262,30 @@ def adapters_load(
     ctx: typer.Context,
     name: str,
     version: Annotated[str | None, typer.Option(help="Default: the newest on disk.")] = None,
+    alias: Annotated[str | None, typer.Option(help="Alias to serve; default: NAME.")] = None,
+    promote: Annotated[bool, typer.Option(help="Serve it at once (hot-swap).")] = True,
 ) -> None:
-    """Load an adapter version from the service's adapter root."""
+    """Load an adapter version from the service's adapter root (and serve it)."""
     with _client(ctx) as c:
-        loaded = c.load_adapter(name, version)
-    out.print(f"loaded {loaded.ref}")
+        loaded = c.load_adapter(name, version, promote=promote, alias=alias)
+    serves = f", serving {', '.join(loaded.aliases)}" if loaded.aliases else ""
+    out.print(f"loaded {loaded.ref} (LoRA id {loaded.lora_id}){serves}")
 
 
 @adapters_app.command("promote")
-def adapters_promote(
-    ctx: typer.Context,
-    name: str,
-    version: str,
-    alias: Annotated[str | None, typer.Option(help="Alias to flip; default: NAME.")] = None,
-) -> None:
-    """Serve VERSION under an alias (atomic hot-swap)."""
+def adapters_promote(ctx: typer.Context, alias: str, ref: str) -> None:
+    """Point ALIAS at the loaded version REF (name@version) in one step."""
     with _client(ctx) as c:
-        listing = c.promote_adapter(name, version, alias)
-    out.print(adapters_table(listing))
+        promoted = c.promote_adapter(alias, ref)
+    out.print(f"{alias} -> {promoted.ref}")
 
 
 @adapters_app.command("unload")
 def adapters_unload(ctx: typer.Context, name: str, version: str) -> None:
-    """Unload a version no alias serves."""
+    """Unload a version no alias serves (after its in-flight requests)."""
     with _client(ctx) as c:
-        listing = c.unload_adapter(name, version)
-    out.print(adapters_table(listing))
+        gone = c.unload_adapter(name, version)
+    out.print(f"unloaded {gone.ref}")
 
 
 # -- routing and scorecards ------------------------------------------------------------------
@@ -293,8 +305,11 @@ def routing_set(
     ctx: typer.Context,
     weights: Annotated[list[str], typer.Argument(help="alias=weight pairs, e.g. a=0.7 b=0.3")],
     shadow: Annotated[str | None, typer.Option(help="Alias that gets a shadow copy.")] = None,
+    keep_others: Annotated[
+        bool, typer.Option(help="Keep arms not named (else they are dropped).")
+    ] = False,
 ) -> None:
-    """Replace the routing weights."""
+    """Set A/B weights by arm name or alias; arms keep their names."""
     parsed: dict[str, float] = {}
     for pair in weights:
         alias, sep, weight = pair.partition("=")
@@ -305,16 +320,17 @@ def routing_set(
         if not sep or not alias:
             raise typer.BadParameter(f"expected alias=weight, got {pair!r}")
     with _client(ctx) as c:
-        routing = c.set_routing(parsed, shadow=shadow)
+        routing = c.reweight(parsed, shadow=shadow, keep_others=keep_others)
     out.print(routing_table(routing))
 
 
 def routing_table(routing: Routing) -> Table:
     table = Table(title="routing" + (f" (shadow: {routing.shadow})" if routing.shadow else ""))
-    for col in ("arm", "adapter", "weight"):
+    for col in ("arm", "alias", "weight", "share"):
         table.add_column(col)
     for arm in routing.arms:
-        table.add_row(arm.name, arm.adapter, f"{arm.weight:g}")
+        share = "" if arm.share is None else f"{arm.share:.1%}"
+        table.add_row(arm.name, arm.adapter, f"{arm.weight:g}", share)
     return table
 
 
@@ -330,12 +346,24 @@ def scorecard(ctx: typer.Context, name: str, as_json: AsJson = False) -> None:
 
 
 def scorecard_table(card: Scorecard) -> Table:
-    table = Table(title=f"scorecard {card.adapter}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for name, value in card.model_dump().items():
-        table.add_row(name, "" if value is None else str(value))
+    table = Table(title=f"scorecard {card.adapter}")
+    cols = ("version", "forecasts", "scored", "binary accuracy", "MSE", "parse failures",
+            "mean latency s", "mean ttft s", "tokens/s")  # fmt: skip
+    for col in cols:
+        table.add_column(col, justify="left" if col == "version" else "right")
+    rows = [*card.versions, *([card.overall] if card.overall else [])]
+    for row in rows:
+        table.add_row(
+            row.version or "all", str(row.forecasts), str(row.scored),
+            _num(row.binary_accuracy, "{:.3f}"), _num(row.mse, "{:.2f}"),
+            _num(row.parse_failure_rate, "{:.1%}"), _num(row.mean_latency_s, "{:.2f}"),
+            _num(row.mean_ttft_s, "{:.3f}"), _num(row.tokens_per_s, "{:.1f}"),
+        )  # fmt: skip
     return table
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else fmt.format(value)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ separate admin client. Retries are off by default so every 429/503 counts as an 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -33,7 +32,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clients.errors import APIStatusError, ConflictError, Dow30Error, StreamError
+from clients.errors import APIStatusError, Dow30Error, StreamError
 from clients.loadstats import Event, Sample, summarize
 from clients.models import Forecast
 from clients.retry import RetryPolicy
@@ -240,16 +239,16 @@ async def _run_events(
 
 
 async def _swap(admin: AsyncClient, swap: Swap) -> dict[str, Any]:
+    """Load the version and flip the alias in one call (the service loads first, flips, then
+    retires the old version once its in-flight requests finish)."""
     before = (await admin.list_adapters()).aliases.get(swap.alias)
-    with contextlib.suppress(ConflictError):  # loaded already: promoting it is the swap
-        await admin.load_adapter(swap.name, swap.version)
-    after = await admin.promote_adapter(swap.name, swap.version, swap.alias)
-    return {"before": before, "after": after.aliases.get(swap.alias)}
+    after = await admin.load_adapter(swap.name, swap.version, promote=True, alias=swap.alias)
+    return {"before": before, "after": after.ref}
 
 
 async def _reweight(admin: AsyncClient, rw: Reweight) -> dict[str, Any]:
-    routing = await admin.set_routing(rw.weights)
-    return {"arms": {arm.name: arm.weight for arm in routing.arms}}
+    routing = await admin.reweight(rw.weights)
+    return {"arms": {arm.name: arm.weight for arm in routing.arms}, "version": routing.version}
 
 
 def report_table(summary: dict[str, Any]) -> Table:

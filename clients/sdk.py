@@ -17,10 +17,11 @@ import asyncio
 import datetime as dt
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -29,17 +30,26 @@ from clients.errors import APIConnectionError, APITimeoutError, error_from_respo
 from clients.models import (
     AdapterList,
     AdapterVersion,
+    BatchItemError,
     BatchResult,
     Forecast,
     Routing,
+    RoutingArm,
     Scorecard,
 )
 from clients.retry import RetryPolicy
-from clients.stream import AsyncForecastStream, ForecastStream, StreamState
+from clients.stream import (
+    AsyncForecastStream,
+    ForecastStream,
+    StreamState,
+    aiter_batch,
+    iter_batch,
+)
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 CLIENT_KEY_HEADER = "X-Client-Key"
+SSE_ACCEPT = {"Accept": "text/event-stream"}
 
 
 @dataclass(frozen=True)
@@ -71,9 +81,7 @@ class _Endpoints:
         ticker: str, as_of: dt.date | None, adapter: str | None, stream: bool, key: str | None
     ) -> Call:
         body = _body(ticker=ticker, as_of=as_of, adapter=adapter, stream=stream or None)
-        headers = {CLIENT_KEY_HEADER: key} if key else {}
-        if stream:
-            headers["Accept"] = "text/event-stream"
+        headers = _key(key) | (SSE_ACCEPT if stream else {})
         return Call("POST", "/v1/forecast", body, headers=headers)
 
     @staticmethod
@@ -83,32 +91,70 @@ class _Endpoints:
         body = _body(tickers=tickers, as_of=as_of, adapter=adapter)
         return Call("POST", "/v1/forecast/batch", body, headers=_key(key))
 
+    @staticmethod
+    def batch_stream(
+        tickers: list[str] | None, as_of: dt.date | None, adapter: str | None, key: str | None
+    ) -> Call:
+        body = _body(tickers=tickers, as_of=as_of, adapter=adapter, stream=True)
+        return Call("POST", "/v1/forecast/batch", body, headers=_key(key) | SSE_ACCEPT)
+
     adapters = staticmethod(lambda: Call("GET", "/v1/adapters", admin=True))
 
     @staticmethod
-    def load(name: str, version: str | None) -> Call:
-        return Call("POST", "/v1/adapters/load", _body(name=name, version=version), admin=True)
+    def load(name: str, version: str | None, promote: bool, alias: str | None) -> Call:
+        body = _body(name=name, version=version, promote=promote, alias=alias)
+        return Call("POST", "/v1/adapters", body, admin=True)
 
     @staticmethod
-    def promote(name: str, version: str, alias: str | None) -> Call:
-        body = _body(name=name, version=version, alias=alias)
+    def promote(alias: str, ref: str) -> Call:
+        body = {"alias": alias, "adapter": ref}
         return Call("POST", "/v1/adapters/promote", body, admin=True)
 
     @staticmethod
     def unload(name: str, version: str) -> Call:
-        body = _body(name=name, version=version)
-        return Call("POST", "/v1/adapters/unload", body, admin=True)
+        path = f"/v1/adapters/{_seg(name)}/versions/{_seg(version)}"
+        return Call("DELETE", path, admin=True)
 
     routing = staticmethod(lambda: Call("GET", "/v1/routing", admin=True))
 
     @staticmethod
-    def set_routing(weights: dict[str, float], shadow: str | None) -> Call:
-        arms = [{"name": a, "adapter": a, "weight": w} for a, w in weights.items()]
-        return Call("PUT", "/v1/routing", {"arms": arms, "shadow": shadow}, admin=True)
+    def set_routing(arms: list[RoutingArm], shadow: str | None, shadow_fraction: float) -> Call:
+        body = {
+            "arms": [{"name": a.name, "adapter": a.adapter, "weight": a.weight} for a in arms],
+            "shadow": shadow,
+            "shadow_fraction": shadow_fraction,
+        }
+        return Call("PUT", "/v1/routing", body, admin=True)
 
     @staticmethod
     def scorecard(name: str) -> Call:
-        return Call("GET", f"/v1/adapters/{name}/scorecard")
+        return Call("GET", f"/v1/adapters/{_seg(name)}/scorecard")
+
+    score_now = staticmethod(lambda: Call("POST", "/v1/scorecard/score", admin=True))
+
+
+def reweighted(
+    current: Routing, weights: Mapping[str, float], *, keep_others: bool = True
+) -> list[RoutingArm]:
+    """Arms for new ``weights`` keyed by arm name or alias: existing arms keep their names, a
+    new alias becomes an arm named after it, arms not named keep their weight (or are
+    dropped when ``keep_others`` is false)."""
+    arms = {a.name: a for a in current.arms}
+    by_alias = {a.adapter: a.name for a in current.arms}
+    named: dict[str, RoutingArm] = {}
+    for key, weight in weights.items():
+        name = key if key in arms else by_alias.get(key, key)
+        adapter = arms[name].adapter if name in arms else key
+        named[name] = RoutingArm(name=name, adapter=adapter, weight=weight)
+    if not keep_others:
+        return list(named.values())
+    return [named.get(name, arm) for name, arm in arms.items()] + [
+        arm for name, arm in named.items() if name not in arms
+    ]
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
 
 
 def _key(key: str | None) -> dict[str, str]:
@@ -262,27 +308,70 @@ class Client(_Core):
         call = _Endpoints.batch(tickers, as_of, adapter, self.key(client_key))
         return self._json(call, BatchResult)
 
+    def stream_batch(
+        self,
+        tickers: list[str] | None = None,
+        *,
+        as_of: dt.date | None = None,
+        adapter: str | None = None,
+        client_key: str | None = None,
+    ) -> Iterator[Forecast | BatchItemError]:
+        """Each ticker's forecast (or error) as soon as it finishes."""
+        call = _Endpoints.batch_stream(tickers, as_of, adapter, self.key(client_key))
+        yield from iter_batch(self._send(call, stream=True))
+
     # -- adapters and routing (admin) ---------------------------------------------------------
     def list_adapters(self) -> AdapterList:
         return self._json(_Endpoints.adapters(), AdapterList)
 
-    def load_adapter(self, name: str, version: str | None = None) -> AdapterVersion:
-        return self._json(_Endpoints.load(name, version), AdapterVersion)
+    def load_adapter(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        promote: bool = True,
+        alias: str | None = None,
+    ) -> AdapterVersion:
+        """Load ``name@version`` (newest on disk when None); with ``promote`` it serves
+        ``alias`` (default ``name``) at once — a hot-swap when another version served it."""
+        return self._json(_Endpoints.load(name, version, promote, alias), AdapterVersion)
 
-    def promote_adapter(self, name: str, version: str, alias: str | None = None) -> AdapterList:
-        return self._json(_Endpoints.promote(name, version, alias), AdapterList)
+    def promote_adapter(self, alias: str, ref: str) -> AdapterVersion:
+        """Point ``alias`` at the loaded version ``ref`` (``name@version``)."""
+        return self._json(_Endpoints.promote(alias, ref), AdapterVersion)
 
-    def unload_adapter(self, name: str, version: str) -> AdapterList:
-        return self._json(_Endpoints.unload(name, version), AdapterList)
+    def unload_adapter(self, name: str, version: str) -> AdapterVersion:
+        return self._json(_Endpoints.unload(name, version), AdapterVersion)
 
     def routing(self) -> Routing:
         return self._json(_Endpoints.routing(), Routing)
 
-    def set_routing(self, weights: dict[str, float], *, shadow: str | None = None) -> Routing:
-        return self._json(_Endpoints.set_routing(weights, shadow), Routing)
+    def set_routing(
+        self, arms: list[RoutingArm], *, shadow: str | None = None, shadow_fraction: float = 1.0
+    ) -> Routing:
+        """Replace the routing table."""
+        return self._json(_Endpoints.set_routing(arms, shadow, shadow_fraction), Routing)
+
+    def reweight(
+        self,
+        weights: Mapping[str, float],
+        *,
+        shadow: str | None = None,
+        keep_others: bool = True,
+    ) -> Routing:
+        """Change weights by arm name or alias, keeping arm names (see :func:`reweighted`)."""
+        current = self.routing()
+        arms = reweighted(current, weights, keep_others=keep_others)
+        return self.set_routing(
+            arms, shadow=shadow or current.shadow, shadow_fraction=current.shadow_fraction
+        )
 
     def scorecard(self, name: str) -> Scorecard:
         return self._json(_Endpoints.scorecard(name), Scorecard)
+
+    def score_now(self) -> int:
+        """Score every forecast whose target week has closed; the number updated."""
+        return int(self._send(_Endpoints.score_now()).json()["updated"])
 
     # -- health ------------------------------------------------------------------------------
     def healthz(self) -> dict[str, Any]:
@@ -399,28 +488,57 @@ class AsyncClient(_Core):
         call = _Endpoints.batch(tickers, as_of, adapter, self.key(client_key))
         return await self._json(call, BatchResult)
 
+    async def stream_batch(
+        self,
+        tickers: list[str] | None = None,
+        *,
+        as_of: dt.date | None = None,
+        adapter: str | None = None,
+        client_key: str | None = None,
+    ) -> AsyncIterator[Forecast | BatchItemError]:
+        call = _Endpoints.batch_stream(tickers, as_of, adapter, self.key(client_key))
+        async for item in aiter_batch(await self._send(call, stream=True)):
+            yield item
+
     async def list_adapters(self) -> AdapterList:
         return await self._json(_Endpoints.adapters(), AdapterList)
 
-    async def load_adapter(self, name: str, version: str | None = None) -> AdapterVersion:
-        return await self._json(_Endpoints.load(name, version), AdapterVersion)
+    async def load_adapter(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        promote: bool = True,
+        alias: str | None = None,
+    ) -> AdapterVersion:
+        return await self._json(_Endpoints.load(name, version, promote, alias), AdapterVersion)
 
-    async def promote_adapter(
-        self, name: str, version: str, alias: str | None = None
-    ) -> AdapterList:
-        return await self._json(_Endpoints.promote(name, version, alias), AdapterList)
+    async def promote_adapter(self, alias: str, ref: str) -> AdapterVersion:
+        return await self._json(_Endpoints.promote(alias, ref), AdapterVersion)
 
-    async def unload_adapter(self, name: str, version: str) -> AdapterList:
-        return await self._json(_Endpoints.unload(name, version), AdapterList)
+    async def unload_adapter(self, name: str, version: str) -> AdapterVersion:
+        return await self._json(_Endpoints.unload(name, version), AdapterVersion)
 
     async def routing(self) -> Routing:
         return await self._json(_Endpoints.routing(), Routing)
 
-    async def set_routing(self, weights: dict[str, float], *, shadow: str | None = None) -> Routing:
-        return await self._json(_Endpoints.set_routing(weights, shadow), Routing)
+    async def set_routing(
+        self, arms: list[RoutingArm], *, shadow: str | None = None, shadow_fraction: float = 1.0
+    ) -> Routing:
+        return await self._json(_Endpoints.set_routing(arms, shadow, shadow_fraction), Routing)
+
+    async def reweight(self, weights: Mapping[str, float], *, shadow: str | None = None) -> Routing:
+        current = await self.routing()
+        arms = reweighted(current, weights)
+        return await self.set_routing(
+            arms, shadow=shadow or current.shadow, shadow_fraction=current.shadow_fraction
+        )
 
     async def scorecard(self, name: str) -> Scorecard:
         return await self._json(_Endpoints.scorecard(name), Scorecard)
+
+    async def score_now(self) -> int:
+        return int((await self._send(_Endpoints.score_now())).json()["updated"])
 
     async def healthz(self) -> dict[str, Any]:
         return dict((await self._send(Call("GET", "/healthz"))).json())

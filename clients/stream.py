@@ -16,7 +16,7 @@ from typing import Self
 import httpx
 
 from clients.errors import StreamError
-from clients.models import Forecast, StreamEvent
+from clients.models import BatchItemError, Forecast, StreamEvent
 from clients.sse import SSEDecoder
 
 TOKEN_EVENTS = frozenset({"token", "delta"})
@@ -171,3 +171,46 @@ class AsyncForecastStream:
     @property
     def ttft_s(self) -> float | None:
         return self.state.ttft_s
+
+
+def batch_item(event: StreamEvent) -> Forecast | BatchItemError | None:
+    """One event of a streamed batch: a forecast, a per-ticker error, or None (``done``)."""
+    if event.event in RESULT_EVENTS:
+        return Forecast.model_validate(event.data)
+    if event.event == "error" and isinstance(event.data, dict) and "ticker" in event.data:
+        return BatchItemError.model_validate(event.data)
+    if event.event == "error":  # the whole batch failed
+        StreamState(started=0.0).apply(event)
+    return None
+
+
+def iter_batch(response: httpx.Response) -> Iterator[Forecast | BatchItemError]:
+    decoder = SSEDecoder()
+    try:
+        for line in response.iter_lines():
+            event = decoder.feed(line)
+            if event is None:
+                continue
+            item = batch_item(event)
+            if item is not None:
+                yield item
+            elif event.event == "done":
+                return
+    finally:
+        response.close()
+
+
+async def aiter_batch(response: httpx.Response) -> AsyncIterator[Forecast | BatchItemError]:
+    decoder = SSEDecoder()
+    try:
+        async for line in response.aiter_lines():
+            event = decoder.feed(line)
+            if event is None:
+                continue
+            item = batch_item(event)
+            if item is not None:
+                yield item
+            elif event.event == "done":
+                return
+    finally:
+        await response.aclose()
