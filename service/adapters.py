@@ -1,0 +1,299 @@
+"""The adapter registry: versioned LoRA adapters, aliases that serve them, and hot-swap.
+
+Modelled on vLLM's ``OpenAIServingModels``: a per-adapter ``asyncio.Lock``, monotonically
+increasing integer LoRA ids that are never reused, and the registry changed only *after* the
+engine accepted the adapter, so a failed load leaves everything as it was.
+
+A *version* (``name@version``) is a loaded adapter; an *alias* (by default the adapter's name)
+points at the version that serves it. A swap loads the new version, flips the alias in one
+step (no ``await`` between reading and writing it), and retires the old version: requests
+that already hold it (counted by :meth:`AdapterRegistry.acquire`) finish on it, and the last
+one out unloads it from the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.engine import EngineClient, LoraLoadError, LoraRef
+from service.errors import AdapterError, Conflict, NotFound
+from service.manifest import (
+    AdapterManifest,
+    adapter_dir,
+    check_segment,
+    names_on_disk,
+    read_manifest,
+    versions_on_disk,
+)
+from service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedAdapter:
+    name: str
+    version: str
+    manifest: AdapterManifest
+    lora: LoraRef
+    loaded_at: float
+    inflight: int = 0
+    retired: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def base(self) -> str:
+        return self.manifest.served_base
+
+
+class AdapterRegistry:
+    def __init__(
+        self,
+        root: Path,
+        engines: Mapping[str, EngineClient],
+        telemetry: Telemetry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = root
+        self._engines = engines
+        self._telemetry = telemetry
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._versions: dict[str, LoadedAdapter] = {}
+        self._aliases: dict[str, str] = {}
+        self._unloads: set[asyncio.Task[None]] = set()
+        self._watch_failed: set[str] = set()
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        return dict(self._aliases)
+
+    def loaded(self) -> list[LoadedAdapter]:
+        return sorted(self._versions.values(), key=lambda a: (a.name, a.lora.lora_id))
+
+    def aliases_of(self, ref: str) -> list[str]:
+        return sorted(alias for alias, target in self._aliases.items() if target == ref)
+
+    def resolve(self, target: str) -> LoadedAdapter:
+        """An alias, or an explicit ``name@version`` that is loaded and not retiring."""
+        ref = target if "@" in target else self._aliases.get(target)
+        found = self._versions.get(ref) if ref is not None else None
+        if found is None or found.retired:
+            raise NotFound(f"no adapter serves {target!r}", code="adapter_not_loaded")
+        return found
+
+    def available(self) -> dict[str, list[str]]:
+        return {name: versions_on_disk(self.root, name) for name in names_on_disk(self.root)}
+
+    def latest_version(self, name: str) -> str:
+        versions = versions_on_disk(self.root, check_segment("name", name))
+        if not versions:
+            raise NotFound(f"no versions of adapter {name!r} under the root", code="adapter_not_found")
+        return versions[-1]
+
+    # -- serving --------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def acquire(self, target: str) -> AsyncIterator[LoadedAdapter]:
+        """Hold the version serving ``target`` for one request; it is not unloaded meanwhile."""
+        adapter = self.resolve(target)  # resolve and count with no await in between
+        adapter.inflight += 1
+        adapter.drained.clear()
+        self._telemetry.inflight.labels(adapter.name, adapter.version).inc()
+        try:
+            yield adapter
+        finally:
+            adapter.inflight -= 1
+            self._telemetry.inflight.labels(adapter.name, adapter.version).dec()
+            if adapter.inflight == 0:
+                adapter.drained.set()
+                if adapter.retired:
+                    self._schedule_unload(adapter)
+
+    # -- changing -------------------------------------------------------------------------
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def load(
+        self, name: str, version: str | None = None, *, promote: bool = True, alias: str | None = None
+    ) -> LoadedAdapter:
+        """Load ``name@version`` (newest on disk when None); with ``promote``, make it serve
+        ``alias`` (default: ``name``). On any failure the registry is unchanged."""
+        version = version or self.latest_version(name)
+        alias = check_segment("alias", alias or name)
+        started = self._clock()
+        async with self._lock(name):
+            try:
+                adapter = await self._load_locked(name, version)
+            except Exception:
+                self._telemetry.swaps.labels(name, "failed").inc()
+                raise
+            if promote:
+                self._flip(alias, adapter)
+                self._telemetry.swaps.labels(name, "ok").inc()
+                self._telemetry.swap_seconds.labels(name).observe(self._clock() - started)
+        return adapter
+
+    async def _load_locked(self, name: str, version: str) -> LoadedAdapter:
+        ref = f"{name}@{version}"
+        existing = self._versions.get(ref)
+        if existing is not None:
+            existing.retired = False  # re-promoting a draining version keeps it
+            return existing
+        path = adapter_dir(self.root, name, version)
+        manifest = read_manifest(self.root, path, name, version)
+        engine = self._engine_for(manifest, ref)
+        lora = LoraRef(name=ref, lora_id=next(self._ids), path=path)
+        try:
+            await engine.add_lora(lora)
+        except LoraLoadError as exc:
+            raise AdapterError(f"engine could not load {ref}: {exc}", code="engine_load_failed") from exc
+        adapter = LoadedAdapter(name, version, manifest, lora, loaded_at=self._clock())
+        adapter.drained.set()
+        self._versions[ref] = adapter  # only after the engine said yes
+        self._telemetry.adapter_loaded.labels(name, version, manifest.served_base).set(1)
+        log.info("loaded adapter %s as LoRA id %d on %s", ref, lora.lora_id, manifest.served_base)
+        return adapter
+
+    def _engine_for(self, manifest: AdapterManifest, ref: str) -> EngineClient:
+        engine = self._engines.get(manifest.served_base)
+        if engine is None:
+            raise AdapterError(
+                f"{ref} is for base {manifest.served_base!r}, which no engine serves",
+                code="base_mismatch",
+            )
+        info = engine.info
+        if manifest.base_model != info.model_id:
+            raise AdapterError(
+                f"{ref} was trained on {manifest.base_model!r}; the {info.base} engine runs "
+                f"{info.model_id!r}",
+                code="base_mismatch",
+            )
+        if manifest.chat_format != info.chat_format:
+            raise AdapterError(
+                f"{ref} expects chat format {manifest.chat_format}; the {info.base} engine "
+                f"renders {info.chat_format}",
+                code="chat_format_mismatch",
+            )
+        if manifest.lora.r > info.max_lora_rank:
+            raise AdapterError(
+                f"{ref} has LoRA rank {manifest.lora.r} > engine max_lora_rank {info.max_lora_rank}",
+                code="rank_too_large",
+            )
+        return engine
+
+    async def promote(self, alias: str, ref: str) -> LoadedAdapter:
+        check_segment("alias", alias)
+        adapter = self.resolve(ref if "@" in ref else f"{ref}@{self.latest_version(ref)}")
+        started = self._clock()
+        self._flip(alias, adapter)
+        self._telemetry.swaps.labels(adapter.name, "ok").inc()
+        self._telemetry.swap_seconds.labels(adapter.name).observe(self._clock() - started)
+        return adapter
+
+    def _flip(self, alias: str, adapter: LoadedAdapter) -> None:
+        old_ref = self._aliases.get(alias)
+        self._aliases[alias] = adapter.ref
+        self._telemetry.set_alias(alias, adapter.name, adapter.version)
+        if old_ref is not None and old_ref != adapter.ref:
+            log.info("alias %s: %s -> %s", alias, old_ref, adapter.ref)
+            self._retire_if_unused(old_ref)
+
+    def _retire_if_unused(self, ref: str) -> None:
+        old = self._versions.get(ref)
+        if old is None or self.aliases_of(ref):
+            return
+        old.retired = True
+        if old.inflight == 0:
+            self._schedule_unload(old)
+
+    async def unload(self, ref: str) -> LoadedAdapter:
+        """Unload a version no alias serves; in-flight requests on it finish first."""
+        adapter = self.resolve(ref)
+        if self.aliases_of(ref):
+            raise Conflict(
+                f"{ref} serves alias(es) {self.aliases_of(ref)}; promote another version first",
+                code="adapter_in_use",
+            )
+        self._retire_if_unused(ref)
+        await adapter.drained.wait()
+        await self.wait_unloaded()
+        return adapter
+
+    def remove_alias(self, alias: str) -> None:
+        ref = self._aliases.pop(alias, None)
+        if ref is None:
+            raise NotFound(f"no alias {alias!r}", code="alias_not_found")
+        self._telemetry.drop_alias(alias)
+        self._retire_if_unused(ref)
+
+    def _schedule_unload(self, adapter: LoadedAdapter) -> None:
+        task = asyncio.get_running_loop().create_task(self._unload_now(adapter))
+        self._unloads.add(task)
+        task.add_done_callback(self._unloads.discard)
+
+    async def _unload_now(self, adapter: LoadedAdapter) -> None:
+        async with self._lock(adapter.name):
+            if not adapter.retired or adapter.inflight or self._versions.get(adapter.ref) is not adapter:
+                return  # re-promoted, re-acquired or already gone meanwhile
+            del self._versions[adapter.ref]
+            self._telemetry.adapter_loaded.remove(adapter.name, adapter.version, adapter.base)
+            try:
+                await self._engines[adapter.base].remove_lora(adapter.lora.lora_id)
+                log.info("unloaded adapter %s (LoRA id %d)", adapter.ref, adapter.lora.lora_id)
+            except Exception:
+                log.exception("engine failed to unload %s; dropped from the registry", adapter.ref)
+
+    async def wait_unloaded(self) -> None:
+        """Wait for pending unloads (tests and shutdown)."""
+        while self._unloads:
+            await asyncio.gather(*list(self._unloads), return_exceptions=True)
+
+    # -- watching the root ----------------------------------------------------------------
+
+    async def scan_once(self) -> list[str]:
+        """Swap every served adapter name to its newest version on disk; return new refs.
+
+        A version that failed to load is not retried until its directory changes name."""
+        swapped = []
+        for alias, ref in list(self._aliases.items()):
+            name = ref.split("@", 1)[0]
+            if alias != name:
+                continue  # only the adapter's own alias follows the root
+            try:
+                newest = self.latest_version(name)
+            except NotFound:
+                continue
+            candidate = f"{name}@{newest}"
+            if candidate == ref or candidate in self._watch_failed:
+                continue
+            try:
+                await self.load(name, newest, promote=True)
+                swapped.append(candidate)
+            except Exception as exc:
+                self._watch_failed.add(candidate)
+                log.warning("watcher: %s not loaded: %s", candidate, exc)
+        return swapped
+
+    async def watch(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.scan_once()
+            except Exception:
+                log.exception("adapter watcher scan failed")

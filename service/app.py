@@ -1,0 +1,140 @@
+"""``create_app(settings, engines, market)``: the FastAPI app over already-started engines.
+
+The app owns no engine: the caller (``service.main`` or a test) starts them, passes them in
+keyed by base (``"llama"``, ``"deepseek"``), and shuts them down. Nothing here reads the
+environment; time and randomness are injectable so tests are exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from forecast.providers.base import MarketData
+from service.adapters import AdapterRegistry
+from service.engine import EngineClient, EngineStats
+from service.errors import PayloadTooLarge, error_body, install_error_handlers
+from service.forecast_log import ForecastLog
+from service.forecaster import Forecaster
+from service.readiness import Readiness
+from service.routes import adapters, batch, forecast, health, routing, scorecard
+from service.routing import Router
+from service.scoring import Scorer
+from service.settings import ServiceSettings
+from service.state import ServiceState
+from service.telemetry import Telemetry
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def create_app(
+    settings: ServiceSettings,
+    engines: Mapping[str, EngineClient],
+    market: MarketData,
+    *,
+    now: Callable[[], dt.datetime] = utc_now,
+    rng: random.Random | None = None,
+) -> FastAPI:
+    for base, engine in engines.items():
+        if engine.info.base != base:
+            raise ValueError(f"engine keyed {base!r} serves base {engine.info.base!r}")
+    telemetry = Telemetry()
+    registry = AdapterRegistry(settings.adapter_root, engines, telemetry)
+    router = Router(telemetry, salt=settings.routing_salt, rng=rng)
+    forecast_log = ForecastLog(settings.db_url)
+    scorer = Scorer(forecast_log, market.prices, telemetry, now)
+    forecaster = Forecaster(
+        settings, engines, market, registry, router, forecast_log, telemetry, now
+    )
+    state = ServiceState(
+        settings=settings, engines=engines, market=market, telemetry=telemetry,
+        registry=registry, router=router, forecast_log=forecast_log, scorer=scorer,
+        forecaster=forecaster, readiness=Readiness(settings.ready_probe_s), now=now,
+    )
+    telemetry.watch(
+        lambda: {base: e.stats() for base, e in engines.items()},
+        lambda: cache_counters(market),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="Dow30 weekly forecaster",
+        version="0.1.0",
+        description="Next-week Dow 30 forecasts from LoRA adapters on vLLM, with hot-swap, "
+        "A/B routing, Prometheus metrics and realized-accuracy scorecards.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    for module in (forecast, batch, adapters, routing, scorecard, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def cache_counters(market: MarketData) -> dict[str, int]:
+    """``hits``/``misses``/``stale_serves`` of a caching market (the snapshot has none)."""
+    return {
+        key: int(getattr(market, key))
+        for key in ("hits", "misses", "stale_serves")
+        if isinstance(getattr(market, key, None), int)
+    }
+
+
+def engine_stats(engines: Mapping[str, EngineClient]) -> dict[str, EngineStats]:
+    return {base: e.stats() for base, e in engines.items()}
+
+
+class BodyLimit:
+    """413 for bodies over ``max_bytes``, by Content-Length or while streaming in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _reject(self, send: Send) -> None:
+        import json
+
+        body = json.dumps(
+            error_body("invalid_request_error", f"body over {self.max_bytes} bytes", "payload_too_large")
+        ).encode()
+        await send({
+            "type": "http.response.start", "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,307 @@
+"""The engine seam: an ``EngineClient`` Protocol and its vLLM implementation.
+
+The service talks to a base model only through :class:`EngineClient`: generate text (as an
+async stream of chunks) with an optional LoRA adapter, add and remove adapters, report
+scheduler stats and health. :class:`VLLMEngine` wraps vLLM's in-process ``AsyncLLM`` (the
+engine core runs in its own process; no HTTP hop); ``service.testing.FakeEngine`` honours
+the same Protocol for fast unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from forecast.templates import ChatFormat
+from service.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(Exception):
+    """Generation failed inside the engine (the service answers 503)."""
+
+
+class EngineDead(EngineError):
+    """The engine process is gone; readiness turns red."""
+
+
+class PromptRejected(EngineError):
+    """The engine refused the request itself (e.g. prompt longer than the context)."""
+
+
+class LoraLoadError(Exception):
+    """The engine could not load an adapter; nothing was registered."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    base: str  # "llama" | "deepseek"
+    model_id: str  # what adapter manifests must name as base_model
+    chat_format: ChatFormat
+    max_lora_rank: int
+    max_loras: int
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    name: str  # "name@version", unique per engine
+    lora_id: int  # monotonic, never reused
+    path: Path
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """New text since the previous chunk; ``tokens`` counts generated tokens so far."""
+
+    delta: str
+    tokens: int
+    finished: bool
+    finish_reason: str | None = None
+    queue_s: float | None = None  # engine-measured wait before first scheduling
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    kv_cache_usage: float | None = None  # 0..1
+    running: int | None = None
+    waiting: int | None = None
+
+
+class EngineClient(Protocol):
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def generate(
+        self, prompt: str, params: GenerationParams, lora: LoraRef | None, request_id: str
+    ) -> AsyncIterator[Chunk]: ...
+
+    async def add_lora(self, lora: LoraRef) -> None: ...
+
+    async def remove_lora(self, lora_id: int) -> None: ...
+
+    async def list_loras(self) -> set[int]: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def health(self) -> None:
+        """Raise :class:`EngineDead` when the engine cannot serve."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    try:
+        return "avx512_bf16" in cpuinfo.read_text()
+    except OSError:
+        return False
+
+
+def resolve_dtype(setting: str) -> str:
+    """bfloat16 only on CPUs with native bf16 dot products (AVX2 bf16 gave wrong text)."""
+    if setting != "auto":
+        return setting
+    return "bfloat16" if cpu_supports_bf16() else "float32"
+
+
+def resolve_model_id(settings: EngineSettings) -> str:
+    if settings.model_id:
+        return settings.model_id
+    config = Path(settings.model) / "config.json"
+    if config.is_file():
+        name = json.loads(config.read_text()).get("_name_or_path")
+        if isinstance(name, str) and name:
+            return name
+    return settings.model
+
+
+class _StatsBox:
+    """Latest scheduler stats, written by vLLM's output loop, read by the scrape."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = EngineStats()
+
+    def update(self, kv: float, running: int, waiting: int) -> None:
+        with self._lock:
+            self.value = EngineStats(kv_cache_usage=kv, running=running, waiting=waiting)
+
+
+def _stat_logger_class(box: _StatsBox) -> Any:
+    """A vLLM per-engine stat logger that copies scheduler stats into ``box``."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class SchedulerStatsSink(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            self.engine_index = engine_index
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            if scheduler_stats is not None:
+                box.update(
+                    float(scheduler_stats.kv_cache_usage),
+                    int(scheduler_stats.num_running_reqs),
+                    int(scheduler_stats.num_waiting_reqs),
+                )
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return SchedulerStatsSink
+
+
+class VLLMEngine:
+    """vLLM's ``AsyncLLM`` with LoRA enabled, for one base model."""
+
+    def __init__(self, llm: AsyncLLM, info: EngineInfo, box: _StatsBox) -> None:
+        self._llm = llm
+        self._info = info
+        self._box = box
+
+    @classmethod
+    def start(cls, settings: EngineSettings) -> VLLMEngine:
+        """Start the engine (blocks ~30 s on CPU in eager mode). Call inside the event loop
+        that will use it: the engine's output loop binds to the running loop."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        box = _StatsBox()
+        args = AsyncEngineArgs(
+            model=settings.model,
+            dtype=resolve_dtype(settings.dtype),  # type: ignore[arg-type]
+            enforce_eager=settings.enforce_eager,
+            enable_lora=True,
+            max_loras=settings.max_loras,
+            max_cpu_loras=max(settings.max_cpu_loras, settings.max_loras),
+            max_lora_rank=settings.max_lora_rank,  # type: ignore[arg-type]
+            max_model_len=settings.max_model_len,
+            max_num_seqs=settings.max_num_seqs,
+            kv_cache_memory_bytes=settings.kv_cache_gib << 30,
+            seed=settings.seed,
+            disable_log_stats=True,  # our sink below still gets scheduler stats
+        )
+        llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_class(box)])
+        info = EngineInfo(
+            base=settings.base,
+            model_id=resolve_model_id(settings),
+            chat_format=settings.format,
+            max_lora_rank=settings.max_lora_rank,
+            max_loras=settings.max_loras,
+        )
+        log.info("engine %s started on %s (%s)", settings.base, settings.model, args.dtype)
+        return cls(llm, info, box)
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    async def generate(
+        self, prompt: str, params: GenerationParams, lora: LoraRef | None, request_id: str
+    ) -> AsyncIterator[Chunk]:
+        from vllm.exceptions import VLLMClientError
+        from vllm.lora.request import LoRARequest
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        sampling = SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            seed=params.seed,
+            stop=list(params.stop),
+            output_kind=RequestOutputKind.DELTA,
+        )
+        lora_request = (
+            LoRARequest(lora.name, lora.lora_id, str(lora.path)) if lora is not None else None
+        )
+        tokens = 0
+        try:
+            # The rendered chat text carries its own BOS marker: no special tokens added.
+            stream = self._llm.generate(
+                {"prompt": prompt},
+                sampling,
+                request_id,
+                lora_request=lora_request,
+                tokenization_kwargs={"add_special_tokens": False},
+            )
+            async for out in stream:
+                completion = out.outputs[0]
+                tokens += len(completion.token_ids)
+                yield Chunk(
+                    delta=completion.text,
+                    tokens=tokens,
+                    finished=out.finished,
+                    finish_reason=completion.finish_reason,
+                    queue_s=_queue_seconds(out.metrics),
+                )
+        except EngineDeadError as exc:
+            raise EngineDead(f"engine {self._info.base} is dead") from exc
+        except VLLMClientError as exc:
+            raise PromptRejected(str(exc)) from exc
+        except Exception as exc:
+            if isinstance(exc, GeneratorExit):
+                raise
+            raise EngineError(f"generation failed: {type(exc).__name__}") from exc
+
+    async def add_lora(self, lora: LoraRef) -> None:
+        from vllm.lora.request import LoRARequest
+
+        try:
+            ok = await self._llm.add_lora(LoRARequest(lora.name, lora.lora_id, str(lora.path)))
+        except Exception as exc:  # vLLM wraps worker errors in a bare Exception
+            raise LoraLoadError(_first_line(str(exc))) from exc
+        if not ok:
+            raise LoraLoadError(f"engine refused adapter {lora.name}")
+
+    async def remove_lora(self, lora_id: int) -> None:
+        await self._llm.remove_lora(lora_id)
+
+    async def list_loras(self) -> set[int]:
+        return set(await self._llm.list_loras())
+
+    def stats(self) -> EngineStats:
+        return self._box.value
+
+    async def health(self) -> None:
+        if self._llm.errored or not self._llm.is_running:
+            raise EngineDead(f"engine {self._info.base} is not running")
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise EngineDead(f"engine {self._info.base}: {type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        self._llm.shutdown()
+
+
+def _queue_seconds(metrics: Any) -> float | None:
+    queued = getattr(metrics, "queued_ts", 0.0)
+    scheduled = getattr(metrics, "scheduled_ts", 0.0)
+    if not queued or not scheduled:
+        return None
+    return max(0.0, float(scheduled) - float(queued))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:500] if text.strip() else "unknown error"

@@ -1,0 +1,315 @@
+"""One forecast, end to end: prompt → route → adapter lease → engine → parse → log → metrics.
+
+:meth:`Forecaster.events` is the single pipeline behind the plain, streamed, batch and shadow
+paths: it yields the answer's text deltas as the engine produces them and then the finished
+:class:`~service.schemas.ForecastResponse`. The forecast is written to the log *before* the
+response is yielded, so an acknowledged forecast is a stored one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+
+from forecast.answer import ParsedAnswer, parse_answer
+from forecast.errors import AnswerParseError
+from forecast.providers.base import MarketData
+from forecast.templates import SPECS, render_chat
+from forecast.universe import require_member
+from forecast.windows import WEEK, BuiltPrompt, WindowConfig, build_prompt
+from service.adapters import AdapterRegistry, LoadedAdapter
+from service.engine import EngineClient, EngineDead, EngineError, GenerationParams, PromptRejected
+from service.errors import InvalidRequest, Unavailable, service_error_of
+from service.forecast_log import ForecastLog, ForecastRow, new_id, prediction_columns
+from service.routing import Route, Router
+from service.schemas import ForecastResponse, Freshness, Latency, Prediction
+from service.settings import ServiceSettings
+from service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request whose prompt is built: ready to be sent to any adapter."""
+
+    ticker: str
+    built: BuiltPrompt
+    started: float  # perf_counter when the request arrived
+    build_s: float
+
+
+class Forecaster:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        engines: Mapping[str, EngineClient],
+        market: MarketData,
+        registry: AdapterRegistry,
+        router: Router,
+        forecast_log: ForecastLog,
+        telemetry: Telemetry,
+        now: Callable[[], dt.datetime],
+    ) -> None:
+        self._settings = settings
+        self._engines = engines
+        self._market = market
+        self._registry = registry
+        self._router = router
+        self._log = forecast_log
+        self._telemetry = telemetry
+        self._now = now
+        self._window = WindowConfig(
+            weeks=settings.weeks,
+            news_per_week=settings.news_per_week,
+            with_financials=settings.with_financials,
+        )
+        self._inflight = 0
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- before generation ----------------------------------------------------------------
+
+    def resolve_day(self, as_of: dt.date | None) -> dt.date:
+        today = self._now().date()
+        day = as_of or self._settings.default_as_of or today
+        if day > today:
+            raise InvalidRequest(f"as_of {day} is in the future (today is {today})", code="future_date")
+        return day
+
+    async def prepare(self, ticker: str, day: dt.date, *, route_label: str) -> Prepared:
+        """Check membership on ``day`` and build the prompt (off the event loop)."""
+        started = time.perf_counter()
+        try:
+            symbol = require_member(ticker, day)
+            built = await anyio.to_thread.run_sync(
+                partial(build_prompt, self._market, symbol, day, self._window)
+            )
+        except Exception as exc:
+            status = str(service_error_of(exc).status)
+            self._telemetry.requests.labels(route_label, "none", "none", "none", status).inc()
+            raise
+        return Prepared(symbol, built, started, time.perf_counter() - started)
+
+    def choose(self, adapter: str | None, client_key: str | None) -> Route:
+        if adapter:
+            self._registry.resolve(adapter)  # 404 now rather than mid-stream
+            return Route(arm="direct", alias=adapter)
+        route = self._router.choose(client_key)
+        self._registry.resolve(route.alias)
+        return route
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Shed load beyond ``max_inflight`` with 503 + Retry-After instead of queueing."""
+        if self._inflight >= self._settings.max_inflight:
+            raise Unavailable(
+                f"over capacity ({self._inflight} forecasts in flight)",
+                code="overloaded", retry_after_s=self._settings.retry_after_s,
+            )
+        self._inflight += 1
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+
+    # -- the pipeline ---------------------------------------------------------------------
+
+    async def events(
+        self, prepared: Prepared, route: Route, *, route_label: str
+    ) -> AsyncIterator[str | ForecastResponse]:
+        """Text deltas, then the stored :class:`ForecastResponse`."""
+        labels = ["none", "none", route.arm]
+        try:
+            with self.admit():
+                async with self._registry.acquire(route.alias) as adapter:
+                    labels = [adapter.name, adapter.version, route.arm]
+                    async for event in self._generate(prepared, adapter, route):
+                        yield event
+        except Exception as exc:
+            mapped = _engine_error(exc)
+            status = str(service_error_of(mapped).status)
+            self._telemetry.requests.labels(route_label, *labels, status).inc()
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        self._telemetry.requests.labels(route_label, *labels, "200").inc()
+        if route.shadow is not None:
+            self._spawn(self._shadow(prepared, route.shadow))
+
+    async def _generate(
+        self, prepared: Prepared, adapter: LoadedAdapter, route: Route
+    ) -> AsyncIterator[str | ForecastResponse]:
+        engine = self._engines[adapter.base]
+        fmt = engine.info.chat_format
+        prompt = render_chat(prepared.built.prompt, fmt)
+        params = GenerationParams(
+            max_tokens=self._settings.max_new_tokens,
+            temperature=self._settings.temperature,
+            seed=self._settings.seed if self._settings.temperature > 0 else None,
+            stop=(SPECS[fmt].eos,),
+        )
+        forecast_id = new_id()
+        submitted = time.perf_counter()
+        first: float | None = None
+        queue_s: float | None = None
+        tokens = 0
+        pieces: list[str] = []
+        async for chunk in engine.generate(prompt, params, adapter.lora, forecast_id):
+            if first is None and (chunk.delta or chunk.tokens):
+                first = time.perf_counter()
+            if chunk.queue_s is not None:
+                queue_s = chunk.queue_s
+            tokens = chunk.tokens
+            if chunk.delta:
+                pieces.append(chunk.delta)
+                yield chunk.delta
+        done = time.perf_counter()
+        text = "".join(pieces)
+        latency = Latency(
+            prompt_build_s=prepared.build_s,
+            queue_s=queue_s,
+            ttft_s=None if first is None else first - submitted,
+            generation_s=None if first is None else done - first,
+            total_s=done - prepared.started,
+        )
+        response = self._response(forecast_id, prepared, adapter, route, text, latency, tokens)
+        await self._store(response, prepared, adapter, route, prompt)
+        self._observe(response, adapter, route)
+        yield response
+
+    def _response(
+        self,
+        forecast_id: str,
+        prepared: Prepared,
+        adapter: LoadedAdapter,
+        route: Route,
+        text: str,
+        latency: Latency,
+        tokens: int,
+    ) -> ForecastResponse:
+        built = prepared.built
+        parsed: ParsedAnswer | None = None
+        parse_error: str | None = None
+        try:
+            parsed = parse_answer(text)
+        except AnswerParseError as exc:
+            parse_error = str(exc)
+        prediction = None
+        if parsed is not None:
+            low, high = parsed.prediction.percent_range
+            prediction = Prediction(
+                direction="up" if parsed.prediction.is_up else "down",
+                bin=parsed.prediction.value, percent_low=low, percent_high=high,
+                text=parsed.prediction_text,
+            )
+        return ForecastResponse(
+            id=forecast_id,
+            ticker=prepared.ticker,
+            company=built.prompt.profile.name,
+            as_of=built.prompt.as_of,
+            week_start=built.prompt.as_of,
+            week_end=built.prompt.as_of + WEEK,
+            prediction=prediction,
+            parse_error=parse_error,
+            positive_developments=parsed.positive if parsed else None,
+            concerns=parsed.concerns if parsed else None,
+            analysis=parsed.analysis if parsed else None,
+            raw_text=text,
+            adapter=adapter.ref,
+            base=adapter.base,
+            base_model=adapter.manifest.base_model,
+            arm=route.arm,
+            freshness=Freshness(
+                stale=bool(built.stale_sources),
+                stale_sources=list(built.stale_sources),
+                sources=dict(built.sources),
+            ),
+            latency=latency,
+            generated_tokens=tokens,
+        )
+
+    async def _store(
+        self,
+        r: ForecastResponse,
+        prepared: Prepared,
+        adapter: LoadedAdapter,
+        route: Route,
+        prompt: str,
+    ) -> None:
+        from forecast.bins import Bin
+
+        row = ForecastRow(
+            id=r.id, created_at=self._now(), route="shadow" if route.arm == "shadow" else "api",
+            ticker=r.ticker, as_of=r.as_of, target_end=r.week_end, adapter=adapter.name,
+            version=adapter.version, base=adapter.base, base_model=r.base_model, arm=route.arm,
+            shadow=route.arm == "shadow", prompt_hash=hashlib.sha256(prompt.encode()).hexdigest(),
+            raw_text=r.raw_text, parse_error=r.parse_error,
+            stale_sources=",".join(r.freshness.stale_sources),
+            prompt_build_s=r.latency.prompt_build_s, queue_s=r.latency.queue_s,
+            ttft_s=r.latency.ttft_s, generation_s=r.latency.generation_s,
+            total_s=r.latency.total_s, generated_tokens=r.generated_tokens,
+            **prediction_columns(Bin(r.prediction.bin) if r.prediction else None),
+        )
+        try:
+            await anyio.to_thread.run_sync(self._log.add, row)
+        except Exception as exc:
+            log.exception("forecast log write failed")
+            raise Unavailable("the forecast log is unavailable", code="forecast_log_unavailable") from exc
+
+    def _observe(self, r: ForecastResponse, adapter: LoadedAdapter, route: Route) -> None:
+        t = self._telemetry
+        labels = (adapter.name, adapter.version, route.arm)
+        t.forecasts.labels(*labels).inc()
+        t.tokens.labels(*labels).inc(r.generated_tokens)
+        lat = r.latency
+        for histogram, value in (
+            (t.latency, lat.total_s), (t.ttft, lat.ttft_s), (t.queue, lat.queue_s),
+            (t.generation, lat.generation_s), (t.prompt_build, lat.prompt_build_s),
+        ):
+            if value is not None:
+                histogram.labels(*labels).observe(value)
+        if lat.generation_s and r.generated_tokens > 1:
+            t.decode_rate.labels(*labels).observe((r.generated_tokens - 1) / lat.generation_s)
+        if r.parse_error is not None:
+            t.parse_failures.labels(*labels).inc()
+        for source in r.freshness.stale_sources:
+            t.stale.labels(source).inc()
+
+    # -- shadow traffic -------------------------------------------------------------------
+
+    async def _shadow(self, prepared: Prepared, alias: str) -> None:
+        try:
+            async for _ in self.events(prepared, Route(arm="shadow", alias=alias), route_label="shadow"):
+                pass
+        except Exception as exc:
+            log.warning("shadow forecast on %s failed: %s", alias, exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for shadow forecasts still running (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _engine_error(exc: Exception) -> Exception:
+    if isinstance(exc, EngineDead):
+        return Unavailable(str(exc), code="engine_unavailable")
+    if isinstance(exc, PromptRejected):
+        return InvalidRequest(f"the engine rejected the prompt: {exc}", code="prompt_rejected")
+    if isinstance(exc, EngineError):
+        return Unavailable(str(exc), code="engine_error")
+    return exc

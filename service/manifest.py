@@ -1,0 +1,174 @@
+"""The adapter contract with training: a peft LoRA directory plus an ``adapter.json`` manifest.
+
+Layout: ``<adapter_root>/<name>/<version>/`` holding ``adapter_config.json``,
+``adapter_model.safetensors`` and ``adapter.json``. This module validates one such directory
+without importing training/ or torch: the manifest's fields, its agreement with the directory
+it sits in and with peft's own config, and that the weights file is a readable safetensors
+file. Paths are confined to the adapter root: names are single safe path segments and the
+resolved directory (and every file in it) must stay under the root, symlinks included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from forecast.basemodels import BASES
+from forecast.templates import ChatFormat
+from service.errors import AdapterError, Forbidden, NotFound
+
+MANIFEST = "adapter.json"
+PEFT_CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class LoraShape(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    r: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(min_length=1)
+
+
+class AdapterManifest(BaseModel):
+    """``adapter.json`` as training writes it. Unknown extra fields are kept, not rejected,
+    so a newer trainer does not break an older service."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", protected_namespaces=())
+
+    name: str = Field(pattern=SEGMENT.pattern)
+    version: str = Field(pattern=SEGMENT.pattern)
+    base_model: str = Field(min_length=1)  # the HF id the weights were trained on
+    served_base: str  # key of forecast.basemodels.BASES
+    chat_format: ChatFormat
+    lora: LoraShape
+    data_window: dict[str, Any] | str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    code_revision: str | None = None
+    created_at: dt.datetime | None = None
+
+    @field_validator("served_base")
+    @classmethod
+    def _known_base(cls, value: str) -> str:
+        if value not in BASES:
+            raise ValueError(f"served_base must be one of {sorted(BASES)}")
+        return value
+
+
+def check_segment(kind: str, value: str) -> str:
+    """A name or version usable as one directory name under the root, or 403."""
+    if not SEGMENT.fullmatch(value) or ".." in value:
+        raise Forbidden(
+            f"adapter {kind} {value!r} is not a plain name (letters, digits, '.', '_', '-')",
+            code="adapter_path_forbidden",
+        )
+    return value
+
+
+def confined(root: Path, *parts: str) -> Path:
+    """``root/parts...`` resolved, refusing anything that leaves ``root`` (403)."""
+    base = root.resolve()
+    path = base.joinpath(*parts).resolve()
+    if not path.is_relative_to(base):
+        raise Forbidden("adapter path leaves the adapter root", code="adapter_path_forbidden")
+    return path
+
+
+def adapter_dir(root: Path, name: str, version: str) -> Path:
+    path = confined(root, check_segment("name", name), check_segment("version", version))
+    if not (path / MANIFEST).is_file():
+        raise NotFound(f"adapter {name}@{version} not found", code="adapter_not_found")
+    return path
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Natural order: ``v2 < v10``, ``2024-01-02 < 2024-01-10``."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"(\d+)", version)
+        if part
+    )
+
+
+def versions_on_disk(root: Path, name: str) -> list[str]:
+    """Versions of ``name`` that have a manifest, oldest first."""
+    base = confined(root, check_segment("name", name))
+    if not base.is_dir():
+        return []
+    found = [
+        p.name for p in base.iterdir()
+        if SEGMENT.fullmatch(p.name) and (p / MANIFEST).is_file()
+    ]
+    return sorted(found, key=version_key)
+
+
+def names_on_disk(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and SEGMENT.fullmatch(p.name))
+
+
+def read_manifest(root: Path, path: Path, name: str, version: str) -> AdapterManifest:
+    """Validate the directory at ``path`` and return its manifest (422 when it is not usable)."""
+    for file in (MANIFEST, PEFT_CONFIG, WEIGHTS):
+        target = path / file
+        if not target.is_file():
+            raise AdapterError(f"{name}@{version}: missing {file}", code="corrupt_adapter")
+        if not target.resolve().is_relative_to(root.resolve()):
+            raise Forbidden(f"{name}@{version}: {file} links outside the adapter root",
+                            code="adapter_path_forbidden")
+    try:
+        manifest = AdapterManifest.model_validate_json((path / MANIFEST).read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise AdapterError(
+            f"{name}@{version}: invalid {MANIFEST}: {where}: {first.get('msg')}",
+            code="invalid_manifest",
+        ) from None
+    if (manifest.name, manifest.version) != (name, version):
+        raise AdapterError(
+            f"{MANIFEST} names {manifest.name}@{manifest.version} but sits in {name}/{version}",
+            code="manifest_mismatch",
+        )
+    check_peft_config(path / PEFT_CONFIG, manifest, f"{name}@{version}")
+    check_safetensors(path / WEIGHTS, f"{name}@{version}")
+    return manifest
+
+
+def check_peft_config(path: Path, manifest: AdapterManifest, ref: str) -> None:
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise AdapterError(f"{ref}: {PEFT_CONFIG} is not JSON", code="corrupt_adapter") from None
+    if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"{ref}: {PEFT_CONFIG} is not a LoRA config", code="corrupt_adapter")
+    if config.get("r") != manifest.lora.r:
+        raise AdapterError(
+            f"{ref}: {PEFT_CONFIG} has r={config.get('r')} but the manifest says "
+            f"r={manifest.lora.r}",
+            code="manifest_mismatch",
+        )
+
+
+def check_safetensors(path: Path, ref: str) -> None:
+    """The file starts with a little-endian u64 header length and a JSON header."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n <= 0 or 8 + n > size:
+                raise ValueError("bad header length")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not an object")
+    except (struct.error, ValueError, UnicodeDecodeError):
+        raise AdapterError(f"{ref}: {WEIGHTS} is not a safetensors file", code="corrupt_adapter") from None

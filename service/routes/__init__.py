@@ -1,0 +1,1 @@
+"""One router per resource: forecast, batch, adapters, routing, scorecard, health."""

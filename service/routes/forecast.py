@@ -1,0 +1,69 @@
+"""``POST /v1/forecast``: one ticker, as JSON or as server-sent events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from service.deps import ClientKey, State
+from service.errors import error_body, service_error_of
+from service.schemas import ForecastRequest, ForecastResponse
+
+router = APIRouter(prefix="/v1", tags=["forecast"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text}
+    for code, text in (
+        (404, "Unknown ticker, or not a Dow 30 member on that date; unknown adapter."),
+        (413, "Body too large."),
+        (422, "Invalid body; a future date; no data for that date."),
+        (503, "Over capacity or engine unavailable (Retry-After)."),
+    )
+}
+ARM_HEADER = "X-Forecast-Arm"
+
+
+@router.post(
+    "/forecast",
+    response_model=ForecastResponse,
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+)
+async def forecast(body: ForecastRequest, state: State, client_key: ClientKey = None) -> Any:
+    """Next week's forecast for one ticker. With ``stream: true``: ``token`` events with the
+    answer's text as it is generated, then one ``result`` event with the full forecast (or
+    an ``error`` event in the one error shape)."""
+    f = state.forecaster
+    day = f.resolve_day(body.as_of)
+    label = "stream" if body.stream else "forecast"
+    prepared = await f.prepare(body.ticker, day, route_label=label)
+    route = f.choose(body.adapter, client_key)
+    headers = {ARM_HEADER: route.arm}
+    if body.stream:
+        events = f.events(prepared, route, route_label=label)
+        return EventSourceResponse(sse(events), headers=headers)
+    result = None
+    async for event in f.events(prepared, route, route_label=label):
+        if isinstance(event, ForecastResponse):
+            result = event
+    assert result is not None
+    return JSONResponse(result.model_dump(mode="json"), headers=headers)
+
+
+async def sse(events: AsyncIterator[str | ForecastResponse]) -> AsyncIterator[dict[str, str]]:
+    """Pipeline events as SSE dicts; a failure mid-stream becomes an ``error`` event."""
+    index = 0
+    try:
+        async for event in events:
+            if isinstance(event, ForecastResponse):
+                yield {"event": "result", "data": event.model_dump_json()}
+            else:
+                yield {"event": "token", "data": json.dumps({"text": event, "index": index})}
+                index += 1
+    except Exception as exc:
+        err = service_error_of(exc)
+        yield {"event": "error", "data": json.dumps(error_body(err.type, err.message, err.code))}

@@ -1,0 +1,177 @@
+"""Request and response bodies of the HTTP API (what ``clients.models`` mirrors)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TICKER = r"^[A-Za-z][A-Za-z.\-]{0,9}$"
+ADAPTER_TARGET = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ForecastRequest(_Body):
+    ticker: str = Field(pattern=TICKER, examples=["AAPL"])
+    as_of: dt.date | None = Field(
+        default=None, description="Any day; the forecast is for the week after its Sunday."
+    )
+    adapter: str | None = Field(
+        default=None, pattern=ADAPTER_TARGET,
+        description="An alias or name@version; default: the A/B routing decides.",
+    )
+    stream: bool = False
+
+
+class BatchRequest(_Body):
+    tickers: list[Annotated[str, Field(pattern=TICKER)]] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Default: the Dow 30 members on that date.",
+    )
+    as_of: dt.date | None = None
+    adapter: str | None = Field(default=None, pattern=ADAPTER_TARGET)
+    stream: bool = Field(default=False, description="Server-sent events, one per result.")
+
+
+class Prediction(BaseModel):
+    direction: Literal["up", "down"]
+    bin: str
+    percent_low: float
+    percent_high: float | None  # None for the open "more than 5%" bins
+    text: str
+
+
+class Latency(BaseModel):
+    prompt_build_s: float | None = None
+    queue_s: float | None = None
+    ttft_s: float | None = None
+    generation_s: float | None = None
+    total_s: float | None = None
+
+
+class Freshness(BaseModel):
+    stale: bool = False
+    stale_sources: list[str] = Field(default_factory=list)
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+class ForecastResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str
+    ticker: str
+    company: str
+    as_of: dt.date  # the Sunday the prompt's data ends on
+    week_start: dt.date
+    week_end: dt.date  # the forecast is for week_start -> week_end
+    prediction: Prediction | None  # None when the answer could not be parsed
+    parse_error: str | None = None
+    positive_developments: str | None = None
+    concerns: str | None = None
+    analysis: str | None = None
+    raw_text: str
+    adapter: str  # name@version
+    base: str
+    base_model: str
+    arm: str
+    freshness: Freshness
+    latency: Latency
+    generated_tokens: int
+
+
+class BatchItemError(BaseModel):
+    ticker: str
+    type: str
+    message: str
+    code: str | None = None
+
+
+class BatchResponse(BaseModel):
+    as_of: dt.date
+    forecasts: list[ForecastResponse]
+    errors: list[BatchItemError]
+
+
+class LoadAdapterRequest(_Body):
+    name: str = Field(pattern=NAME)
+    version: str | None = Field(default=None, pattern=NAME, description="Default: newest.")
+    promote: bool = Field(default=True, description="Make it serve the alias at once.")
+    alias: str | None = Field(default=None, pattern=NAME, description="Default: the name.")
+
+
+class PromoteRequest(_Body):
+    alias: str = Field(pattern=NAME)
+    adapter: str = Field(pattern=ADAPTER_TARGET, description="name@version, loaded.")
+
+
+class AdapterVersionOut(BaseModel):
+    name: str
+    version: str
+    base: str
+    base_model: str
+    chat_format: str
+    lora_id: int
+    lora_rank: int
+    loaded: bool = True
+    retiring: bool = False
+    inflight: int = 0
+    path: str  # relative to the adapter root
+    aliases: list[str]
+    metrics: dict[str, object] = Field(default_factory=dict)
+
+
+class AdapterList(BaseModel):
+    adapters: list[AdapterVersionOut]
+    aliases: dict[str, str]  # alias -> name@version
+    available: dict[str, list[str]]  # on disk: name -> versions, oldest first
+
+
+class ArmIn(_Body):
+    name: str = Field(pattern=NAME)
+    adapter: str = Field(pattern=NAME, description="An alias.")
+    weight: float = Field(ge=0)
+
+
+class RoutingIn(_Body):
+    arms: list[ArmIn] = Field(min_length=1, max_length=16)
+    shadow: str | None = Field(default=None, pattern=NAME)
+    shadow_fraction: float = Field(default=1.0, ge=0, le=1)
+
+
+class ArmOut(BaseModel):
+    name: str
+    adapter: str
+    weight: float
+    share: float
+
+
+class RoutingOut(BaseModel):
+    arms: list[ArmOut]
+    shadow: str | None
+    shadow_fraction: float
+    version: int
+
+
+class ScorecardOut(BaseModel):
+    adapter: str
+    version: str | None
+    forecasts: int
+    parsed: int
+    scored: int
+    parse_failure_rate: float | None
+    binary_accuracy: float | None
+    mse: float | None
+    mean_latency_s: float | None
+    mean_ttft_s: float | None
+    tokens_per_s: float | None
+
+
+class ScorecardResponse(BaseModel):
+    adapter: str
+    overall: ScorecardOut | None
+    versions: list[ScorecardOut]

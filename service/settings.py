@@ -1,0 +1,118 @@
+"""Service settings from ``FORECAST_SERVICE_*`` environment variables (pydantic-settings).
+
+Nothing reads the environment at import: the entry point builds ``ServiceSettings()`` and
+passes it to :func:`service.app.create_app`. Lists and mappings are given as JSON, e.g.
+``FORECAST_SERVICE_ROUTING='{"llama-fingpt": 0.5, "deepseek-fingpt": 0.5}'``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from forecast.basemodels import BASES
+from forecast.templates import ChatFormat
+
+TINY_MODEL_DIR = Path("var/models/smollm2-135m-instruct")
+
+
+class EngineSettings(BaseModel):
+    """One vLLM engine: a base model that serves its own LoRA adapters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base: str = Field(description="Key of forecast.basemodels.BASES: 'llama' or 'deepseek'.")
+    model: str = Field(default=str(TINY_MODEL_DIR), description="Checkpoint dir or HF id.")
+    model_id: str | None = Field(
+        default=None,
+        description="The id adapters' manifests must name as base_model; default: the "
+        "checkpoint's config.json _name_or_path, else `model`.",
+    )
+    chat_format: ChatFormat | None = None  # default: the base's own format
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 only with avx512_bf16
+    max_loras: int = Field(default=4, ge=1)  # adapters in one batch (old + new during a swap)
+    max_cpu_loras: int = Field(default=8, ge=1)
+    max_lora_rank: int = Field(default=16, ge=1)
+    max_model_len: int = Field(default=8192, ge=256)  # 4-week prompts reach ~6k tokens
+    max_num_seqs: int = Field(default=16, ge=1)
+    kv_cache_gib: int = Field(default=2, ge=1)
+    enforce_eager: bool = True  # compiled mode starts in minutes on CPU; eager in ~30 s
+    seed: int = 0
+
+    @field_validator("base")
+    @classmethod
+    def _known_base(cls, value: str) -> str:
+        if value not in BASES:
+            raise ValueError(f"unknown base {value!r}; known: {sorted(BASES)}")
+        return value
+
+    @property
+    def format(self) -> ChatFormat:
+        return self.chat_format or BASES[self.base].chat_format
+
+
+def default_engines() -> list[EngineSettings]:
+    """The embedded default: the tiny model standing in for both 8B bases."""
+    return [EngineSettings(base="llama"), EngineSettings(base="deepseek")]
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FORECAST_SERVICE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the admin routes; unset disables them."
+    )
+    adapter_root: Path = Path("var/adapters")
+    db_url: str = "sqlite:///var/service/forecasts.sqlite3"
+    engines: list[EngineSettings] = Field(default_factory=default_engines)
+
+    # Adapters and routing at start-up.
+    preload: list[str] = Field(
+        default_factory=list,
+        description="Adapter names (or name@version) to load at start, each served under "
+        "its own name; without a version the newest on disk.",
+    )
+    routing: dict[str, float] = Field(
+        default_factory=dict,
+        description="alias -> weight; empty: equal weights over the preloaded adapters.",
+    )
+    routing_salt: str = "dow30-ab"  # part of the sticky hash: change it to reshuffle clients
+    shadow: str | None = None  # alias that gets a copy of traffic, answer logged only
+    shadow_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
+    watch_adapters: bool = False
+    watch_interval_s: float = Field(default=5.0, gt=0)
+
+    # Generation.
+    max_new_tokens: int = Field(default=512, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0)
+    seed: int = 0
+    weeks: int = Field(default=4, ge=1, le=12)  # FinGPT-Forecaster: 4 weeks, 5 news a week
+    news_per_week: int = Field(default=5, ge=0, le=20)
+    with_financials: bool = True
+    default_as_of: dt.date | None = Field(
+        default=None, description="Date used when a request names none; None: today."
+    )
+
+    # Limits.
+    max_inflight: int = Field(default=64, ge=1)  # forecasts in the engines; beyond: 503
+    retry_after_s: int = Field(default=2, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_batch: int = Field(default=64, ge=1)
+    ready_probe_s: float = Field(default=30.0, gt=0)  # readiness probes an engine this often
+
+    # Scoring realized accuracy.
+    score_interval_s: float = Field(default=3600.0, gt=0)
+
+    def admin_token_value(self) -> str | None:
+        """The token in clear for the comparison only; never log it."""
+        if self.admin_token is None:
+            return None
+        return self.admin_token.get_secret_value() or None

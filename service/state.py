@@ -1,0 +1,75 @@
+"""Everything one app instance owns, built by :func:`service.app.create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import anyio
+
+from forecast.providers.base import MarketData
+from service.adapters import AdapterRegistry
+from service.engine import EngineClient
+from service.forecast_log import ForecastLog
+from service.forecaster import Forecaster
+from service.readiness import Readiness
+from service.routing import Arm, Router
+from service.scoring import Scorer
+from service.settings import ServiceSettings
+from service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    engines: Mapping[str, EngineClient]
+    market: MarketData
+    telemetry: Telemetry
+    registry: AdapterRegistry
+    router: Router
+    forecast_log: ForecastLog
+    scorer: Scorer
+    forecaster: Forecaster
+    readiness: Readiness
+    now: Callable[[], dt.datetime]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Preload adapters, set the initial routing, start the watcher and the scorer."""
+        s = self.settings
+        for spec in s.preload:
+            name, _, version = spec.partition("@")
+            await self.registry.load(name, version or None, promote=True)
+        weights = s.routing or {name.partition("@")[0]: 1.0 for name in s.preload}
+        if weights:
+            arms = [Arm(name=alias, alias=alias, weight=w) for alias, w in weights.items()]
+            for arm in arms:
+                self.registry.resolve(arm.alias)
+            self.router.set(arms, s.shadow, s.shadow_fraction)
+        if s.watch_adapters:
+            self.tasks.append(asyncio.create_task(self.registry.watch(s.watch_interval_s)))
+        self.tasks.append(asyncio.create_task(self._score_forever(s.score_interval_s)))
+
+    async def _score_forever(self, interval_s: float) -> None:
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self.scorer.score_pending)
+            except Exception:
+                log.exception("scorer run failed")
+            await asyncio.sleep(interval_s)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks.clear()
+        await self.forecaster.drain()
+        await self.registry.wait_unloaded()

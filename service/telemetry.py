@@ -1,0 +1,177 @@
+"""Prometheus metrics of one app, on its own ``CollectorRegistry`` (never the global one).
+
+Names carry the ``forecast_`` prefix and base units; labels are of bounded cardinality
+(adapter, version, arm, route, status, base) and never a ticker. Samples per second are
+``rate(forecast_forecasts_total[1m])`` per adapter and version; tokens per second
+``rate(forecast_generated_tokens_total[1m])``. Engine scheduler stats and the market-data
+cache counters are read at scrape time by :class:`_LiveCollector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.engine import EngineStats
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+FAST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+RATE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+FORECAST = ("adapter", "version", "arm")
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "forecast_requests", "Forecast requests by outcome (HTTP status).",
+            ("route", "adapter", "version", "arm", "status"), registry=r,
+        )
+        self.forecasts = Counter(
+            "forecast_forecasts", "Forecasts produced (rate() = samples/s).", FORECAST, registry=r
+        )
+        self.latency = Histogram(
+            "forecast_request_duration_seconds", "End-to-end time of one forecast.",
+            FORECAST, buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "forecast_time_to_first_token_seconds", "Submit to first generated token.",
+            FORECAST, buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue = Histogram(
+            "forecast_queue_seconds", "Time waiting in the engine before scheduling.",
+            FORECAST, buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.generation = Histogram(
+            "forecast_generation_seconds", "First to last generated token.",
+            FORECAST, buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.prompt_build = Histogram(
+            "forecast_prompt_build_seconds", "Building the prompt from market data.",
+            FORECAST, buckets=FAST_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "forecast_generated_tokens", "Generated tokens (rate() = tokens/s).", FORECAST,
+            registry=r,
+        )
+        self.decode_rate = Histogram(
+            "forecast_decode_tokens_per_second", "Per-forecast decode speed.",
+            FORECAST, buckets=RATE_BUCKETS, registry=r,
+        )
+        self.parse_failures = Counter(
+            "forecast_parse_failures", "Answers the FinGPT parser could not read.", FORECAST,
+            registry=r,
+        )
+        self.stale = Counter(
+            "forecast_stale_forecasts", "Forecasts built on stale (cached) data.", ("source",),
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "forecast_inflight_requests", "Requests holding an adapter version.",
+            ("adapter", "version"), registry=r,
+        )
+        self.swaps = Counter(
+            "forecast_adapter_swaps", "Adapter loads that flip an alias, by result.",
+            ("adapter", "result"), registry=r,
+        )
+        self.swap_seconds = Histogram(
+            "forecast_adapter_swap_duration_seconds", "Load + flip time of a hot-swap.",
+            ("adapter",), buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.adapter_loaded = Gauge(
+            "forecast_adapter_loaded", "1 per adapter version loaded in an engine.",
+            ("adapter", "version", "base"), registry=r,
+        )
+        self.alias = Gauge(
+            "forecast_adapter_alias", "1 for the version each alias serves.",
+            ("alias", "adapter", "version"), registry=r,
+        )
+        self.routing_weight = Gauge(
+            "forecast_routing_weight", "Normalised A/B weight of each arm.", ("arm", "alias"),
+            registry=r,
+        )
+        self.accuracy = Gauge(
+            "forecast_realized_binary_accuracy", "Realized up/down accuracy of scored forecasts.",
+            ("adapter", "version"), registry=r,
+        )
+        self.mse = Gauge(
+            "forecast_realized_mse", "Realized MSE on bin midpoints (percent squared).",
+            ("adapter", "version"), registry=r,
+        )
+        self.scored = Gauge(
+            "forecast_scored_forecasts", "Forecasts whose target week closed and was scored.",
+            ("adapter", "version"), registry=r,
+        )
+        self._alias_labels: dict[str, tuple[str, str]] = {}
+
+    def set_alias(self, alias: str, adapter: str, version: str) -> None:
+        self.drop_alias(alias)
+        self._alias_labels[alias] = (adapter, version)
+        self.alias.labels(alias, adapter, version).set(1)
+
+    def drop_alias(self, alias: str) -> None:
+        old = self._alias_labels.pop(alias, None)
+        if old is not None:
+            self.alias.remove(alias, *old)
+
+    def set_weights(self, weights: Iterable[tuple[str, str, float]]) -> None:
+        self.routing_weight.clear()
+        for arm, alias, weight in weights:
+            self.routing_weight.labels(arm, alias).set(weight)
+
+    def watch(
+        self,
+        engines: Callable[[], Mapping[str, EngineStats]],
+        cache_counters: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """Read engine stats and cache counters at every scrape."""
+        self.registry.register(_LiveCollector(engines, cache_counters))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveCollector(Collector):
+    def __init__(
+        self,
+        engines: Callable[[], Mapping[str, EngineStats]],
+        cache_counters: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._engines = engines
+        self._cache = cache_counters
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        kv = GaugeMetricFamily(
+            "forecast_engine_kv_cache_usage_ratio", "KV-cache blocks in use (0..1).", labels=["base"]
+        )
+        running = GaugeMetricFamily(
+            "forecast_engine_running_requests", "Requests the engine is running.", labels=["base"]
+        )
+        waiting = GaugeMetricFamily(
+            "forecast_engine_waiting_requests", "Requests waiting in the engine.", labels=["base"]
+        )
+        for base, stats in self._engines().items():
+            for family, value in (
+                (kv, stats.kv_cache_usage), (running, stats.running), (waiting, stats.waiting)
+            ):
+                if value is not None:
+                    family.add_metric([base], float(value))
+        yield from (kv, running, waiting)
+        counters: dict[str, Any] = dict(self._cache())
+        for key, help_text in (
+            ("hits", "Market-data cache hits."),
+            ("misses", "Market-data cache misses."),
+            ("stale_serves", "Answers served stale from the cache after a provider failure."),
+        ):
+            if key in counters:
+                counter = CounterMetricFamily(f"forecast_provider_cache_{key}", help_text)
+                counter.add_metric([], float(counters[key]))
+                yield counter

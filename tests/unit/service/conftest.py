@@ -1,0 +1,97 @@
+"""Unit-test fixtures: the real app over FakeEngines, the bundled snapshot and a real SQLite
+file, driven in-process through httpx with a fixed clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from forecast.providers.snapshot import SnapshotMarketData
+from service.app import create_app
+from service.settings import ServiceSettings
+from service.testing import FakeEngine, write_stub_adapter
+
+TOKEN = "test-admin-token-0123456789"
+TODAY = dt.datetime(2024, 1, 5, 12, 0, tzinfo=dt.UTC)  # forecasts for the week of 2023-12-31
+
+
+class Clock:
+    def __init__(self, now: dt.datetime = TODAY) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def market() -> SnapshotMarketData:
+    return SnapshotMarketData()
+
+
+@pytest.fixture
+def adapter_root(tmp_path: Path) -> Path:
+    root = tmp_path / "adapters"
+    write_stub_adapter(root, "llama-fingpt", "v1", "llama")
+    write_stub_adapter(root, "deepseek-fingpt", "v1", "deepseek")
+    return root
+
+
+@pytest.fixture
+def engines() -> dict[str, FakeEngine]:
+    return {"llama": FakeEngine("llama"), "deepseek": FakeEngine("deepseek")}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, adapter_root: Path) -> Callable[..., ServiceSettings]:
+    def make(**overrides: Any) -> ServiceSettings:
+        fields: dict[str, Any] = {
+            "admin_token": TOKEN,
+            "adapter_root": adapter_root,
+            "db_url": f"sqlite:///{tmp_path / 'forecasts.sqlite3'}",
+            "preload": ["llama-fingpt", "deepseek-fingpt"],
+            "max_new_tokens": 64,
+            "weeks": 2,
+            "news_per_week": 2,
+        }
+        fields.update(overrides)
+        return ServiceSettings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def serve(
+    make_settings: Callable[..., ServiceSettings],
+    engines: dict[str, FakeEngine],
+    market: SnapshotMarketData,
+    clock: Clock,
+) -> Callable[..., Any]:
+    """``async with serve(**settings) as client``: the app started (lifespan) and a client."""
+
+    @asynccontextmanager
+    async def run(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(make_settings(**overrides), engines, market, now=clock, rng=random.Random(7))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+                client.app = app  # type: ignore[attr-defined]
+                yield client
+
+    return run
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
