@@ -56,7 +56,8 @@ class APIStatusError(Dow30Error):
         code: Any = None,
         retry_after: float | None = None,
     ):
-        super().__init__(f"{status_code} {error_type}: {message}")
+        where = f"{error_type}/{code}" if code is not None else error_type
+        super().__init__(f"{status_code} {where}: {message}")
         self.status_code = status_code
         self.error_type = error_type
         self.message = message

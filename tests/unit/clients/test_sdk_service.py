@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ADMIN_TOKEN, FakeService
+from client_harness import ADMIN_TOKEN, FakeService
 
 from clients.errors import (
     AuthenticationError,
