@@ -22,6 +22,9 @@ from typing import Any
 from forecast.basemodels import BASES
 from forecast.bins import Bin
 from forecast.templates import ChatFormat
+from service.demo_adapters import TARGETS
+from service.demo_adapters import manifest_for as demo_manifest
+from service.demo_adapters import write_peft_adapter as demo_write_peft
 from service.engine import (
     Chunk,
     EngineDead,
@@ -34,7 +37,6 @@ from service.engine import (
 from service.manifest import MANIFEST, PEFT_CONFIG, WEIGHTS
 
 TINY_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def fake_answer(seed: str) -> str:
@@ -129,19 +131,15 @@ class FakeEngine:
 def manifest_for(
     name: str, version: str, base: str, *, base_model: str = TINY_ID, r: int = 8, **extra: Any
 ) -> dict[str, Any]:
-    return {
-        "name": name,
-        "version": version,
-        "base_model": base_model,
-        "served_base": base,
-        "chat_format": str(BASES[base].chat_format),
-        "lora": {"r": r, "alpha": 2 * r, "dropout": 0.0, "target_modules": TARGETS},
-        "data_window": {"start": "2023-05-01", "end": "2023-09-30"},
-        "metrics": {"binary_accuracy": 0.5},
-        "code_revision": "test",
-        "created_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC).isoformat(),
-        **extra,
-    }
+    fields = demo_manifest(name, version, base, base_model=base_model, r=r)
+    fields.update(
+        data_window={"start": "2023-05-01", "end": "2023-09-30"},
+        metrics={"binary_accuracy": 0.5},
+        code_revision="test",
+        created_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC).isoformat(),
+    )
+    fields.update(extra)
+    return fields
 
 
 def write_stub_adapter(root: Path, name: str, version: str, base: str = "llama", **manifest: Any) -> Path:
@@ -163,18 +161,7 @@ def write_peft_adapter(
     model_dir: Path, root: Path, name: str, version: str, base: str = "llama", *, seed: int = 0
 ) -> Path:
     """A real rank-8 LoRA on the tiny model, initialised at random so it changes outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    path = root / name / version
-    if not (path / MANIFEST).is_file():
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-        config = LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, init_lora_weights=False)
-        get_peft_model(model, config).save_pretrained(str(path))
-        (path / MANIFEST).write_text(json.dumps(manifest_for(name, version, base)))
-    return path
+    return demo_write_peft(model_dir, root, name, version, base, base_model=TINY_ID, seed=seed)
 
 
 def error_of(response: Any) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""``python -m service``: start the engines, build the app, serve it with uvicorn.
+
+Settings come from ``FORECAST_SERVICE_*`` (service) and ``FORECAST_*`` (market data) in the
+environment, read here and nowhere else. On the embedded default (tiny model, bundled
+snapshot) ``--demo-adapters`` writes untrained stand-in adapters for any base that has none,
+preloads them and splits traffic evenly between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from forecast.basemodels import materialize_tiny_model
+from forecast.providers.base import MarketData
+from forecast.settings import DataSettings, market_data_from_settings
+from service.engine import EngineClient, VLLMEngine, resolve_model_id
+from service.settings import TINY_MODEL_DIR, ServiceSettings
+
+log = logging.getLogger("service")
+
+SNAPSHOT_LATEST = dt.date(2023, 12, 31)  # the snapshot's last week with news
+
+
+def prepare_settings(settings: ServiceSettings, data: DataSettings, demo_adapters: bool) -> ServiceSettings:
+    updates: dict[str, object] = {}
+    if settings.default_as_of is None and data.data_source == "snapshot":
+        updates["default_as_of"] = SNAPSHOT_LATEST
+    if any(Path(e.model) == TINY_MODEL_DIR for e in settings.engines):
+        materialize_tiny_model(TINY_MODEL_DIR)
+    if demo_adapters:
+        from service.demo_adapters import ensure_demo_adapters
+
+        first = settings.engines[0]
+        names = ensure_demo_adapters(
+            Path(first.model), settings.adapter_root, [e.base for e in settings.engines],
+            base_model=resolve_model_id(first),
+        )
+        updates["preload"] = list(dict.fromkeys([*settings.preload, *names]))
+    return settings.model_copy(update=updates)
+
+
+async def start_engines(settings: ServiceSettings) -> dict[str, EngineClient]:
+    engines: dict[str, EngineClient] = {}
+    for spec in settings.engines:
+        engines[spec.base] = VLLMEngine.start(spec)  # inside the serving loop, on purpose
+    return engines
+
+
+async def close_engines(engines: Mapping[str, EngineClient]) -> None:
+    for engine in engines.values():
+        try:
+            await engine.aclose()
+        except Exception:
+            log.exception("engine shutdown failed")
+
+
+async def serve(settings: ServiceSettings, market: MarketData) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    engines = await start_engines(settings)
+    try:
+        app = create_app(settings, engines, market)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="info", lifespan="on",
+            timeout_graceful_shutdown=30,
+        )
+        await uvicorn.Server(config).serve()
+    finally:
+        await close_engines(engines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--demo-adapters", action="store_true",
+                        help="write untrained stand-in adapters where none exist, and serve them")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = ServiceSettings(**overrides)
+    data = DataSettings()
+    settings = prepare_settings(settings, data, args.demo_adapters)
+    asyncio.run(serve(settings, market_data_from_settings(data)))
+
+
+if __name__ == "__main__":
+    main()
