@@ -93,5 +93,10 @@ def serve(
 
 
 @pytest.fixture
+def token() -> str:
+    return TOKEN
+
+
+@pytest.fixture
 def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}

@@ -1,0 +1,174 @@
+"""Replay past weeks of the bundled snapshot through the service → per-adapter scorecards.
+
+Every (week, ticker, adapter) is POSTed to ``/v1/forecast`` naming the adapter, so each
+forecast takes the service's real path (prompt, engine, parse, log, metrics); then the scorer
+fills realized returns (the weeks are long closed) and the scorecards are read back from
+``/v1/adapters/{name}/scorecard``. This is the speed-vs-accuracy comparison, offline.
+
+    python -m service.backfill --start 2023-10-01 --end 2023-12-31 --tickers AAPL MSFT KO
+    python -m service.backfill --url http://127.0.0.1:8000 --admin-token ...   # a running one
+
+In-process (the default) it starts the configured engines itself (``--fake`` for the fake
+engine, which answers well-formed random bins: a plumbing check, not a model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import secrets
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from forecast.windows import week_start
+
+DEFAULT_TICKERS = ("AAPL", "MSFT", "KO", "JPM", "CVX", "WMT")
+
+
+def sundays(start: dt.date, end: dt.date) -> list[dt.date]:
+    first = week_start(start)
+    if first < start:
+        first += dt.timedelta(days=7)
+    return [first + dt.timedelta(days=7 * i) for i in range((end - first).days // 7 + 1)]
+
+
+async def replay(
+    client: httpx.AsyncClient,
+    weeks: Sequence[dt.date],
+    tickers: Sequence[str],
+    adapters: Sequence[str],
+    admin_token: str,
+    concurrency: int = 4,
+) -> dict[str, Any]:
+    """Forecast every (week, ticker, adapter), score, and return the scorecards."""
+    limit = asyncio.Semaphore(concurrency)
+    failures: list[dict[str, Any]] = []
+
+    async def one(week: dt.date, ticker: str, adapter: str) -> None:
+        async with limit:
+            body = {"ticker": ticker, "as_of": week.isoformat(), "adapter": adapter}
+            r = await client.post("/v1/forecast", json=body)
+            if r.status_code != 200:
+                failures.append({**body, "status": r.status_code, "error": r.json().get("error")})
+
+    await asyncio.gather(*(one(w, t, a) for w in weeks for t in tickers for a in adapters))
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    scored = (await client.post("/v1/scorecard/score", headers=admin)).json()
+    cards = {}
+    for adapter in adapters:
+        name = adapter.split("@", 1)[0]
+        r = await client.get(f"/v1/adapters/{name}/scorecard")
+        cards[adapter] = r.json()
+    return {
+        "weeks": [w.isoformat() for w in weeks],
+        "tickers": list(tickers),
+        "adapters": list(adapters),
+        "requests": len(weeks) * len(tickers) * len(adapters),
+        "failed": failures,
+        "scored_rows": scored.get("updated"),
+        "scorecards": cards,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    head = f"{'adapter':<28}{'n':>5}{'parsed':>8}{'scored':>8}{'acc':>7}{'mse':>8}{'lat s':>8}{'tok/s':>8}"
+    lines = [head, "-" * len(head)]
+    for card in report["scorecards"].values():
+        for c in card.get("versions", []):
+            lines.append(
+                f"{c['adapter'] + '@' + c['version']:<28}{c['forecasts']:>5}{c['parsed']:>8}"
+                f"{c['scored']:>8}{_fmt(c['binary_accuracy']):>7}{_fmt(c['mse']):>8}"
+                f"{_fmt(c['mean_latency_s']):>8}{_fmt(c['tokens_per_s']):>8}"
+            )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+@asynccontextmanager
+async def in_process(
+    fake: bool, db_url: str | None
+) -> AsyncIterator[tuple[httpx.AsyncClient, str, list[str]]]:
+    """The service built here, over its configured engines (or fakes), without a socket."""
+    from forecast.settings import DataSettings, market_data_from_settings
+    from service.app import create_app
+    from service.main import close_engines, prepare_settings, start_engines
+    from service.settings import ServiceSettings
+
+    token = secrets.token_urlsafe(16)
+    updates: dict[str, Any] = {"admin_token": token, "default_as_of": None}
+    if db_url:
+        updates["db_url"] = db_url
+    data = DataSettings()
+    settings = prepare_settings(ServiceSettings(), data, demo_adapters=True).model_copy(update=updates)
+    if fake:
+        from service.testing import FakeEngine
+
+        engines: dict[str, Any] = {
+            e.base: FakeEngine(e.base, model_id=_model_id(e)) for e in settings.engines
+        }
+    else:
+        engines = dict(await start_engines(settings))
+    try:
+        app = create_app(settings, engines, market_data_from_settings(data))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://backfill", timeout=None) as c:
+                yield c, token, list(app.state.service.registry.aliases)
+    finally:
+        await close_engines(engines)
+
+
+def _model_id(spec: Any) -> str:
+    from service.engine import resolve_model_id
+
+    return resolve_model_id(spec)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    weeks = sundays(args.start, args.end)
+    if args.url:
+        async with httpx.AsyncClient(base_url=args.url, timeout=None) as client:
+            adapters = args.adapters or list((await client.get(
+                "/v1/adapters", headers={"Authorization": f"Bearer {args.admin_token}"}
+            )).json()["aliases"])
+            return await replay(client, weeks, args.tickers, adapters, args.admin_token, args.concurrency)
+    async with in_process(args.fake, args.db_url) as (client, token, aliases):
+        adapters = args.adapters or aliases
+        return await replay(client, weeks, args.tickers, adapters, token, args.concurrency)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m service.backfill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2023, 12, 3))
+    p.add_argument("--end", type=dt.date.fromisoformat, default=dt.date(2023, 12, 31))
+    p.add_argument("--tickers", nargs="+", default=list(DEFAULT_TICKERS))
+    p.add_argument("--adapters", nargs="*", help="aliases or name@version; default: all served")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--url", help="a running service; default: build one in this process")
+    p.add_argument("--admin-token", default="", help="with --url: the admin token")
+    p.add_argument("--fake", action="store_true", help="in-process with the fake engine")
+    p.add_argument("--db-url", help="in-process: forecast log URL (default: the service's)")
+    p.add_argument("--out", type=Path, help="write the report as JSON here")
+    args = p.parse_args(argv)
+    report = asyncio.run(run(args))
+    print(table(report))
+    if report["failed"]:
+        print(f"{len(report['failed'])} of {report['requests']} forecasts failed", file=sys.stderr)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
