@@ -1,0 +1,138 @@
+"""The service on a local Ray cluster with 2 Serve replicas (FakeEngines, no GPU): requests
+go through Ray Serve's HTTP proxy; a hot-swap and a re-weight made on one replica reach
+every replica; a client key keeps its arm whichever replica serves it."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray Serve is the `ray` extra: pip install -e '.[ray]'")
+serve = pytest.importorskip("ray.serve")
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+RAY_DIR = Path(__file__).resolve().parents[3] / "deploy" / "ray"
+TOKEN = "ray-test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DEADLINE_S = 60.0  # waiting for replicas to converge; generous, never asserted on
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def proxy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from service.testing import write_stub_adapter
+
+    tmp = tmp_path_factory.mktemp("ray")
+    root = tmp / "adapters"
+    write_stub_adapter(root, "fingpt-llama", "v1", "llama")
+    write_stub_adapter(root, "fingpt-llama", "v2", "llama")
+    write_stub_adapter(root, "fingpt-deepseek", "v1", "deepseek")
+    sys.path.insert(0, str(RAY_DIR))
+    import serve_app
+
+    port = _free_port()
+    ray.init(
+        num_cpus=2, include_dashboard=False, namespace=f"dow30-test-{uuid.uuid4().hex[:8]}",
+        runtime_env={"working_dir": str(RAY_DIR), "env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+        logging_level="ERROR", log_to_driver=False,
+    )  # fmt: skip
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = serve_app.build_app(
+            {
+                "engine": "fake",
+                "replicas": 2,
+                "cpus_per_replica": 0.5,
+                "gpus_per_replica": 0,
+                "poll_s": 0.2,
+                "settings": {
+                    "admin_token": TOKEN,
+                    "adapter_root": str(root),
+                    "db_url": f"sqlite:///{tmp / 'forecasts.sqlite3'}",
+                    "preload": ["fingpt-llama@v1", "fingpt-deepseek@v1"],
+                    "routing": {"fingpt-llama": 0.5, "fingpt-deepseek": 0.5},
+                    "max_new_tokens": 32,
+                },
+            }
+        )
+        serve.run(app, name="dow30", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        sys.path.remove(str(RAY_DIR))
+
+
+def _forecast(client: httpx.Client, **body: Any) -> tuple[str, dict[str, Any]]:
+    key = body.pop("client_key", None)
+    headers = {"X-Client-Key": key} if key else {}
+    r = client.post("/v1/forecast", json={"ticker": "AAPL", **body}, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.headers["x-replica"], r.json()
+
+
+def _until_every_replica(client: httpx.Client, replicas: set[str], seen: Any) -> dict[str, Any]:
+    """Send requests until each replica has answered with ``seen(response) == True``."""
+    done: dict[str, Any] = {}
+    deadline = time.monotonic() + DEADLINE_S
+    while set(done) != replicas:
+        assert time.monotonic() < deadline, f"replicas converged: {sorted(done)} of {replicas}"
+        replica, body = _forecast(client, adapter="fingpt-llama")
+        if seen(body):
+            done[replica] = body
+        elif replica in done:
+            raise AssertionError(f"replica {replica} went back: {body['adapter']}")
+    return done
+
+
+def test_two_replicas_serve_sticky_and_converge_after_swap_and_reweight(proxy_url: str) -> None:
+    with httpx.Client(base_url=proxy_url, timeout=30) as c:
+        assert c.get("/healthz").status_code == 200
+        # Both replicas answer through the proxy, both on v1.
+        served = [_forecast(c, adapter="fingpt-llama") for _ in range(40)]
+        replicas = {r for r, _ in served}
+        assert len(replicas) == 2, replicas
+        assert {b["adapter"] for _, b in served} == {"fingpt-llama@v1"}
+
+        # A client key keeps its arm whichever replica serves it.
+        sticky = [_forecast(c, client_key="sticky-user") for _ in range(16)]
+        assert len({b["arm"] for _, b in sticky}) == 1
+        by_key = {f"user-{i}": _forecast(c, client_key=f"user-{i}")[1]["arm"] for i in range(12)}
+        again = {k: _forecast(c, client_key=k)[1]["arm"] for k in by_key}
+        assert again == by_key
+
+        # Hot-swap on whichever replica gets the admin call; every replica follows.
+        swap = c.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=AUTH)
+        assert swap.status_code == 201, swap.text
+        assert swap.json()["aliases"] == ["fingpt-llama"]
+        done = _until_every_replica(c, replicas, lambda b: b["adapter"] == "fingpt-llama@v2")
+        assert set(done) == replicas
+
+        # A re-weight (all traffic to the llama arm) reaches every replica too.
+        arms = [{"name": "fingpt-llama", "adapter": "fingpt-llama", "weight": 1.0},
+                {"name": "fingpt-deepseek", "adapter": "fingpt-deepseek", "weight": 0.0}]  # fmt: skip
+        put = c.put("/v1/routing", json={"arms": arms}, headers=AUTH)
+        assert put.status_code == 200, put.text
+        deadline = time.monotonic() + DEADLINE_S
+        converged: set[str] = set()
+        while converged != replicas:
+            assert time.monotonic() < deadline, f"routing converged on {converged}"
+            r = c.get("/v1/routing", headers=AUTH)
+            shares = {a["name"]: a["share"] for a in r.json()["arms"]}
+            if shares == {"fingpt-llama": 1.0, "fingpt-deepseek": 0.0}:
+                converged.add(r.headers["x-replica"])
+        assert {_forecast(c, client_key=f"k{i}")[1]["arm"] for i in range(12)} == {"fingpt-llama"}
