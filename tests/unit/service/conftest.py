@@ -60,7 +60,7 @@ def make_settings(tmp_path: Path, adapter_root: Path) -> Callable[..., ServiceSe
             "admin_token": TOKEN,
             "adapter_root": adapter_root,
             "db_url": f"sqlite:///{tmp_path / 'forecasts.sqlite3'}",
-            "preload": ["llama-fingpt", "deepseek-fingpt"],
+            "preload": ["llama-fingpt@v1", "deepseek-fingpt@v1"],
             "max_new_tokens": 64,
             "weeks": 2,
             "news_per_week": 2,

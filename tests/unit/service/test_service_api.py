@@ -9,8 +9,6 @@ import pytest
 
 from service.testing import error_of, parse_sse
 
-pytestmark = pytest.mark.asyncio
-
 
 async def test_forecast_has_the_documented_shape(serve: Any) -> None:
     async with serve() as client:

@@ -65,7 +65,6 @@ def test_unit_hash_is_uniformish_and_salted() -> None:
     assert unit_hash("s", "x") != unit_hash("t", "x")
 
 
-@pytest.mark.asyncio
 async def test_split_and_stickiness_through_the_api(serve: Any, admin: dict[str, str]) -> None:
     n, p_llama = 240, 0.75
     async with serve() as client:
@@ -90,7 +89,6 @@ async def test_split_and_stickiness_through_the_api(serve: Any, admin: dict[str,
     assert len(repeats) == 1
 
 
-@pytest.mark.asyncio
 async def test_bad_routing_tables_are_422(serve: Any, admin: dict[str, str]) -> None:
     async with serve() as client:
         unknown = await client.put("/v1/routing", headers=admin, json={
@@ -109,7 +107,6 @@ async def test_bad_routing_tables_are_422(serve: Any, admin: dict[str, str]) -> 
     assert unchanged["version"] == 1 and len(unchanged["arms"]) == 2
 
 
-@pytest.mark.asyncio
 async def test_shadow_arm_is_logged_not_returned(serve: Any, admin: dict[str, str], engines: Any) -> None:
     async with serve() as client:
         app = client.app  # type: ignore[attr-defined]
