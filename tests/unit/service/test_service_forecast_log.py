@@ -1,0 +1,115 @@
+"""The forecast log survives a restart (real SQLite file in WAL mode); the scorer fills
+realized returns once the target week has closed; backfill yields per-adapter scorecards."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from forecast.windows import WindowConfig, build_prompt
+from service.backfill import replay, sundays
+from service.forecast_log import ForecastLog, ForecastRow, new_id
+
+
+async def test_log_survives_a_restart(serve: Any, tmp_path: Path) -> None:
+    async with serve() as client:
+        ids = [(await client.post("/v1/forecast", json={"ticker": t})).json()["id"] for t in ("KO", "JPM", "V")]
+    async with serve() as client:
+        cards = [(await client.get(f"/v1/adapters/{a}/scorecard")).json() for a in ("llama-fingpt", "deepseek-fingpt")]
+        more = (await client.post("/v1/forecast", json={"ticker": "KO"})).json()["id"]
+    log = ForecastLog(f"sqlite:///{tmp_path / 'forecasts.sqlite3'}")
+    with log.engine.connect() as conn:
+        mode = conn.execute(text("PRAGMA journal_mode")).scalar()
+    assert mode == "wal"
+    assert log.count() == 4
+    assert sum(c["overall"]["forecasts"] for c in cards if c["overall"]) == 3
+    for forecast_id in [*ids, more]:
+        row = log.get(forecast_id)
+        assert row is not None and len(row.prompt_hash) == 64 and row.total_s is not None
+
+
+async def test_each_row_records_arm_version_and_latencies(serve: Any, tmp_path: Path) -> None:
+    async with serve() as client:
+        body = (await client.post("/v1/forecast", json={"ticker": "KO"}, headers={"X-Client-Key": "k"})).json()
+    row = ForecastLog(f"sqlite:///{tmp_path / 'forecasts.sqlite3'}").get(body["id"])
+    assert row is not None
+    assert (row.ticker, row.arm, f"{row.adapter}@{row.version}") == ("KO", body["arm"], body["adapter"])
+    assert row.as_of == dt.date(2023, 12, 31) and row.target_end == dt.date(2024, 1, 7)
+    assert row.prediction == body["prediction"]["bin"]
+    assert row.ttft_s == pytest.approx(body["latency"]["ttft_s"])
+    assert row.realized_return is None
+
+
+async def test_scorer_waits_for_the_week_to_close(
+    serve: Any, admin: dict[str, str], clock: Any, market: Any
+) -> None:
+    async with serve() as client:
+        for ticker in ("KO", "JPM", "AAPL"):
+            await client.post("/v1/forecast", json={"ticker": ticker, "adapter": "llama-fingpt"})
+        early = (await client.post("/v1/scorecard/score", headers=admin)).json()
+        clock.now = dt.datetime(2024, 1, 8, tzinfo=dt.UTC)
+        scored = (await client.post("/v1/scorecard/score", headers=admin)).json()
+        again = (await client.post("/v1/scorecard/score", headers=admin)).json()
+        card = (await client.get("/v1/adapters/llama-fingpt/scorecard")).json()
+        metrics = (await client.get("/metrics")).text
+        log = client.app.state.service.forecast_log  # type: ignore[attr-defined]
+        rows = [r for r in _rows(log) if r.adapter == "llama-fingpt"]
+    assert early == {"updated": 0} and scored == {"updated": 3} and again == {"updated": 0}
+    for row in rows:
+        built = build_prompt(market, row.ticker, row.as_of, WindowConfig(weeks=1))
+        assert row.realized_return == pytest.approx(built.realized_return)
+        assert row.realized_bin == built.label
+    hits = [r.predicted_up == r.realized_up for r in rows]
+    mse = sum((r.predicted_mid - r.realized_mid) ** 2 for r in rows) / len(rows)
+    version = card["versions"][0]
+    assert version["scored"] == 3
+    assert version["binary_accuracy"] == pytest.approx(sum(hits) / 3)
+    assert version["mse"] == pytest.approx(mse)
+    assert 'forecast_scored_forecasts{adapter="llama-fingpt",version="v1"} 3.0' in metrics
+    assert "forecast_realized_binary_accuracy{" in metrics
+
+
+def test_weeks_the_provider_cannot_price_stay_pending(tmp_path: Path, market: Any) -> None:
+    from service.scoring import Scorer
+    from service.telemetry import Telemetry
+
+    log = ForecastLog(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    for as_of in (dt.date(2024, 3, 3), dt.date(2024, 3, 10)):  # prices end 2024-03-08
+        log.add(_row("AAPL", as_of))
+    now = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
+    assert Scorer(log, market.prices, Telemetry(), lambda: now).score_pending() == 1
+    assert [r.as_of for r in _rows(log) if r.realized_return is None] == [dt.date(2024, 3, 10)]
+
+
+async def test_backfill_produces_per_adapter_scorecards(serve: Any, token: str) -> None:
+    weeks = sundays(dt.date(2023, 12, 1), dt.date(2023, 12, 20))
+    assert weeks == [dt.date(2023, 12, 3), dt.date(2023, 12, 10), dt.date(2023, 12, 17)]
+    async with serve() as client:
+        report = await replay(client, weeks, ["KO", "JPM"], ["llama-fingpt", "deepseek-fingpt"], token)
+    assert report["requests"] == 12 and report["failed"] == []
+    for adapter in ("llama-fingpt", "deepseek-fingpt"):
+        card = report["scorecards"][adapter]["versions"][0]
+        assert card["forecasts"] == card["scored"] == 6
+        assert 0 <= card["binary_accuracy"] <= 1 and card["mse"] >= 0
+        assert card["mean_latency_s"] > 0
+
+
+def _row(ticker: str, as_of: dt.date) -> ForecastRow:
+    return ForecastRow(
+        id=new_id(), created_at=dt.datetime(2024, 3, 1, tzinfo=dt.UTC), route="api", ticker=ticker,
+        as_of=as_of, target_end=as_of + dt.timedelta(days=7), adapter="a", version="v1", base="llama",
+        base_model="m", arm="direct", shadow=False, prompt_hash="0" * 64, raw_text="",
+        prediction="U1", predicted_up=True, predicted_mid=0.5, stale_sources="", generated_tokens=0,
+    )
+
+
+def _rows(log: ForecastLog) -> list[ForecastRow]:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    with Session(log.engine) as session:
+        return list(session.scalars(select(ForecastRow).order_by(ForecastRow.as_of)))
