@@ -136,3 +136,31 @@ def test_two_replicas_serve_sticky_and_converge_after_swap_and_reweight(proxy_ur
             if shares == {"fingpt-llama": 1.0, "fingpt-deepseek": 0.0}:
                 converged.add(r.headers["x-replica"])
         assert {_forecast(c, client_key=f"k{i}")[1]["arm"] for i in range(12)} == {"fingpt-llama"}
+
+
+def test_rayservice_manifest_matches_the_app_builder() -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all((RAY_DIR.parent / "k8s" / "rayservice.yaml").read_text()))
+    service = next(d for d in docs if d["kind"] == "RayService")
+    assert service["apiVersion"] == "ray.io/v1"
+    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    app = serve_config["applications"][0]
+    assert app["import_path"] == "serve_app:build_app"
+    sys.path.insert(0, str(RAY_DIR))
+    try:
+        import serve_app
+
+        bound = serve_app.build_app(app["args"])
+    finally:
+        sys.path.remove(str(RAY_DIR))
+    config = bound._bound_deployment._deployment_config  # what Serve would deploy
+    actor = bound._bound_deployment.ray_actor_options
+    assert actor["num_gpus"] == 1.0  # one engine replica per GPU
+    assert config.autoscaling_config.target_ongoing_requests == 8
+    assert config.autoscaling_config.max_replicas == 4
+    workers = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert (
+        workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    )
+    assert service["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
