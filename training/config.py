@@ -1,0 +1,201 @@
+"""Training configuration: one frozen dataclass per concern, defaults that run the 8B recipe.
+
+A preset is a JSON file under ``training/configs/`` with any subset of the sections
+``lora``, ``data``, ``train``, ``eval`` and the top-level run fields; :func:`load_run` merges
+it over the defaults and validates it. ``cpu_tiny.json`` is the CPU slice on the tiny model,
+``gpu_8b.json`` the FinGPT recipe on the 8B bases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forecast.basemodels import BASES, TINY_MODEL_ID, BaseModel, materialize_tiny_model
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DS_ZERO0_ZEROONE = CONFIG_DIR / "ds_zero0_zeroone.json"
+DS_ZERO2_ADAMW = CONFIG_DIR / "ds_zero2_adamw.json"
+TINY_MODEL_DIR = Path("var/models/smollm2-135m-instruct")
+TINY = "tiny"  # RunSettings.model value: the tiny real model stands in for the base
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """FinGPT-Forecaster's LoRA: rank 8, alpha 16, dropout 0.1 on the attention projections."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def validate(self) -> None:
+        if self.r < 1 or self.alpha < 1:
+            raise ValueError("lora r and alpha must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("lora dropout must be in [0, 1)")
+        if not self.target_modules:
+            raise ValueError("lora needs at least one target module")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which rows train and which are held back (by date, never at random)."""
+
+    cutoff: dt.date = dt.date(2024, 3, 24)  # train weeks end by it; held-back weeks start on it
+    max_length: int = 4096  # prompt + answer tokens; news is dropped to fit, the answer never cut
+    train_rows: int | None = None  # a slice spread over the train weeks; None: all
+    eval_rows: int | None = None  # a slice spread over the held-back weeks; None: all
+    # Extra weeks built from market data (ISO days), answered by the teacher (see teacher.py).
+    market_days: tuple[dt.date, ...] = ()
+    market_tickers: tuple[str, ...] | None = None
+    weeks: int = 4  # history weeks of market-built prompts
+    with_indicators: bool = False  # SMA/EMA/RSI/MACD section in market-built prompts
+
+    def validate(self) -> None:
+        if self.max_length < 256:
+            raise ValueError("max_length below 256 leaves no room for an answer")
+        for n in (self.train_rows, self.eval_rows):
+            if n is not None and n < 1:
+                raise ValueError("row slices must be positive (or null for all)")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """HF Trainer + deepspeed. FinGPT: lr 5e-5, 5 epochs, micro-batch 1 x 16 accumulation."""
+
+    epochs: float = 5.0
+    learning_rate: float = 5e-5
+    micro_batch_size: int = 1
+    grad_accum: int = 16
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "linear"
+    weight_decay: float = 0.01
+    save_steps: int | None = None  # None: a checkpoint (and an eval loss) per epoch
+    deepspeed_config: Path = DS_ZERO0_ZEROONE
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 42
+
+    def validate(self) -> None:
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError("warmup_ratio must be in [0, 1)")
+        if self.epochs <= 0 or self.learning_rate <= 0:
+            raise ValueError("epochs and learning rate must be positive")
+        if self.micro_batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch sizes must be positive")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise ValueError("save_steps must be positive (or null for per epoch)")
+        if not self.deepspeed_config.exists():
+            raise ValueError(f"deepspeed config not found: {self.deepspeed_config}")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Greedy generation on the held-back weeks, per checkpoint."""
+
+    max_new_tokens: int = 512
+    # A generation that ran out of tokens before its ``Prediction:`` line gets the header
+    # appended and ``probe_tokens`` more greedy tokens, so every row yields the model's own bin
+    # (counted apart in the metrics as ``probed``).
+    force_prediction: bool = True
+    probe_tokens: int = 12
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1 or self.probe_tokens < 1:
+            raise ValueError("token budgets must be positive")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    base: str = "llama"  # key of forecast.basemodels.BASES
+    model: str | None = None  # None: the base's 8B id; "tiny": the tiny model stands in; or a path
+    name: str | None = None  # adapter name; None: fingpt-<base>
+    runs_dir: Path = Path("var/runs")
+    adapter_root: Path = Path("var/adapters")
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    @property
+    def base_model(self) -> BaseModel:
+        return BASES[self.base]
+
+    @property
+    def adapter_name(self) -> str:
+        return self.name or f"fingpt-{self.base}"
+
+    @property
+    def model_id(self) -> str:
+        """The model id actually trained (the tiny id when it stands in)."""
+        if self.model == TINY:
+            return TINY_MODEL_ID
+        return self.model or self.base_model.model_id
+
+    def model_path(self) -> str:
+        """Where to load the weights from (materializing the tiny model on first use)."""
+        if self.model == TINY:
+            return str(materialize_tiny_model(TINY_MODEL_DIR))
+        return self.model or self.base_model.model_id
+
+    def validate(self) -> None:
+        if self.base not in BASES:
+            raise ValueError(f"unknown base {self.base!r}; known: {sorted(BASES)}")
+        for part in (self.lora, self.data, self.train, self.eval):
+            part.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def resolve_config(value: str | Path) -> Path:
+    """A deepspeed config path as given, or a bare name looked up in ``training/configs``."""
+    path = Path(value)
+    return path if path.exists() or path.is_absolute() else CONFIG_DIR / path.name
+
+
+_SECTIONS = {"lora": LoraSettings, "data": DataSettings, "train": TrainSettings, "eval": EvalSettings}
+
+
+def _coerce(cls: type, raw: dict[str, Any]) -> Any:
+    """Build a settings dataclass from JSON values (lists → tuples, ISO strings → dates)."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(raw) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = str(names[key].type)
+        if key == "cutoff":
+            value = dt.date.fromisoformat(value)
+        elif key == "market_days":
+            value = tuple(dt.date.fromisoformat(v) for v in value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif key == "deepspeed_config":
+            value = resolve_config(value)
+        elif "Path" in kind and value is not None:
+            value = Path(value)
+        values[key] = value
+    return cls(**values)
+
+
+def run_from_dict(raw: dict[str, Any]) -> RunSettings:
+    top = {k: v for k, v in raw.items() if k not in _SECTIONS and not k.startswith("_")}
+    sections = {k: _coerce(cls, raw.get(k, {})) for k, cls in _SECTIONS.items()}
+    run: RunSettings = _coerce(RunSettings, top)
+    run = dataclasses.replace(run, **sections)
+    run.validate()
+    return run
+
+
+def load_run(path: Path | None, **overrides: Any) -> RunSettings:
+    """A preset (or the defaults) with top-level ``overrides`` (``base=...``) applied."""
+    raw: dict[str, Any] = json.loads(path.read_text()) if path is not None else {}
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return run_from_dict(raw)
