@@ -56,7 +56,7 @@ def create_app(
     state = ServiceState(
         settings=settings, engines=engines, market=market, telemetry=telemetry,
         registry=registry, router=router, forecast_log=forecast_log, scorer=scorer,
-        forecaster=forecaster, readiness=Readiness(settings.ready_probe_s), now=now,
+        forecaster=forecaster, readiness=Readiness(settings.ready_probe_s, settings.ready_timeout_s), now=now,
     )
     telemetry.watch(
         lambda: {base: e.stats() for base, e in engines.items()},

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import uvicorn
 
 from forecast.basemodels import materialize_tiny_model
 from forecast.providers.base import MarketData
@@ -60,9 +63,22 @@ async def close_engines(engines: Mapping[str, EngineClient]) -> None:
             log.exception("engine shutdown failed")
 
 
-async def serve(settings: ServiceSettings, market: MarketData) -> None:
-    import uvicorn
+class Server(uvicorn.Server):
+    """uvicorn re-raises the signal that stopped it once it has drained, which would kill the
+    process before the engines below are shut down (leaving engine-core processes behind).
+    Keep the signal instead; ``serve`` returns normally after closing the engines."""
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self.stopped_by = list(self._captured_signals)
+                self._captured_signals.clear()
+
+
+async def serve(settings: ServiceSettings, market: MarketData) -> None:
     from service.app import create_app
 
     engines = await start_engines(settings)
@@ -72,7 +88,7 @@ async def serve(settings: ServiceSettings, market: MarketData) -> None:
             app, host=settings.host, port=settings.port, log_level="info", lifespan="on",
             timeout_graceful_shutdown=30,
         )
-        await uvicorn.Server(config).serve()
+        await Server(config).serve()
     finally:
         await close_engines(engines)
 

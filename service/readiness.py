@@ -11,7 +11,7 @@ from service.engine import EngineClient, GenerationParams
 class Readiness:
     """Probe each engine with a one-token generation at most every ``interval_s`` seconds."""
 
-    def __init__(self, interval_s: float, timeout_s: float = 30.0) -> None:
+    def __init__(self, interval_s: float, timeout_s: float) -> None:
         self._interval = interval_s
         self._timeout = timeout_s
         self._last_ok: dict[str, float] = {}

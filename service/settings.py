@@ -107,6 +107,7 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_batch: int = Field(default=64, ge=1)
     ready_probe_s: float = Field(default=30.0, gt=0)  # readiness probes an engine this often
+    ready_timeout_s: float = Field(default=30.0, gt=0)  # ... and gives up after this long
 
     # Scoring realized accuracy.
     score_interval_s: float = Field(default=3600.0, gt=0)

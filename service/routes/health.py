@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 
 from service.deps import State
@@ -19,12 +21,15 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(state: State) -> dict[str, object]:
     """Every engine is alive and has answered a generation recently."""
-    failures = {}
-    for base, engine in state.engines.items():
-        try:
-            await state.readiness.check(base, engine)
-        except Exception as exc:
-            failures[base] = str(exc) or type(exc).__name__
+    bases = sorted(state.engines)
+    outcomes = await asyncio.gather(
+        *(state.readiness.check(b, state.engines[b]) for b in bases), return_exceptions=True
+    )
+    failures = {
+        base: str(out) or type(out).__name__
+        for base, out in zip(bases, outcomes, strict=True)
+        if isinstance(out, BaseException)
+    }
     if failures:
         detail = "; ".join(f"{b}: {m}" for b, m in sorted(failures.items()))
         raise Unavailable(f"not ready: {detail}", code="not_ready")

@@ -1,0 +1,91 @@
+"""The real service for integration tests: two vLLM CPU engines on the tiny model (one per
+base, eager mode, float32), real peft adapters, the bundled snapshot, a SQLite log.
+
+Engines start once per session (~1 min on 2 cores) and every test of this package shares
+them through one app, in one session-scoped event loop (``loop_scope="session"``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from forecast.providers.snapshot import SnapshotMarketData
+from service.app import create_app
+from service.engine import EngineClient, VLLMEngine
+from service.settings import EngineSettings, ServiceSettings
+from service.testing import write_peft_adapter
+
+TOKEN = "integration-admin-token"
+NOW = dt.datetime(2024, 1, 5, 12, 0, tzinfo=dt.UTC)  # default week: 2023-12-31
+
+
+@pytest.fixture(scope="session")
+def adapter_root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    root = tmp_path_factory.mktemp("adapters")
+    write_peft_adapter(tiny_model, root, "llama-fingpt", "v1", "llama", seed=1)
+    write_peft_adapter(tiny_model, root, "llama-fingpt", "v2", "llama", seed=2)
+    write_peft_adapter(tiny_model, root, "deepseek-fingpt", "v1", "deepseek", seed=3)
+    return root
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def engines(tiny_model: Path) -> AsyncIterator[dict[str, EngineClient]]:
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started: dict[str, EngineClient] = {}
+    try:
+        for base in ("llama", "deepseek"):
+            spec = EngineSettings(
+                base=base, model=str(tiny_model), dtype="float32", enforce_eager=True,
+                max_model_len=2048, kv_cache_gib=1, max_num_seqs=32, max_loras=4, max_lora_rank=8,
+            )
+            started[base] = VLLMEngine.start(spec)
+        yield started
+    finally:
+        for engine in started.values():
+            await engine.aclose()
+
+
+@pytest.fixture(scope="session")
+def settings(adapter_root: Path, tmp_path_factory: pytest.TempPathFactory) -> ServiceSettings:
+    db = tmp_path_factory.mktemp("db") / "forecasts.sqlite3"
+    return ServiceSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        admin_token=TOKEN,
+        adapter_root=adapter_root,
+        db_url=f"sqlite:///{db}",
+        preload=["llama-fingpt@v1", "deepseek-fingpt@v1"],
+        max_new_tokens=8,
+        weeks=1,
+        news_per_week=1,
+        with_financials=False,
+        ready_probe_s=3600,
+        ready_timeout_s=600,  # a loaded 2-core machine can be very slow
+    )
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def app(settings: ServiceSettings, engines: dict[str, EngineClient]) -> AsyncIterator[Any]:
+    application = create_app(settings, engines, SnapshotMarketData(), now=lambda: NOW)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc", timeout=600) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}

@@ -1,0 +1,121 @@
+"""The service on the real vLLM CPU engine: forecast, stream, batch, hot-swap while
+requests are in flight, a failed load that keeps the old version, and the A/B split."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.manifest import WEIGHTS
+from service.testing import error_of, parse_sse
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
+
+
+async def test_ready_and_forecast(client: httpx.AsyncClient) -> None:
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    r = await client.post("/v1/forecast", json={"ticker": "AAPL", "adapter": "llama-fingpt"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["adapter"] == "llama-fingpt@v1" and body["base"] == "llama"
+    assert body["week_start"] == "2023-12-31" and body["company"] == "Apple Inc"
+    assert 0 < body["generated_tokens"] <= 8 and body["raw_text"]
+    assert (body["prediction"] is None) == (body["parse_error"] is not None)
+    assert body["latency"]["ttft_s"] > 0 and body["latency"]["total_s"] >= body["latency"]["ttft_s"]
+
+
+async def test_stream_sends_tokens_then_the_result(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/forecast", json={"ticker": "MSFT", "adapter": "deepseek-fingpt", "stream": True})
+    assert r.status_code == 200
+    events = parse_sse(r.text)
+    assert events[-1][0] == "result" and {e for e, _ in events[:-1]} == {"token"}
+    result = json.loads(events[-1][1])
+    assert "".join(json.loads(d)["text"] for e, d in events if e == "token") == result["raw_text"]
+    assert result["adapter"] == "deepseek-fingpt@v1"
+
+
+async def test_batch_runs_tickers_concurrently(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/forecast/batch", json={"tickers": ["KO", "JPM", "ZZZZ"], "adapter": "deepseek-fingpt"}
+    )
+    body = r.json()
+    assert r.status_code == 200, r.text
+    assert sorted(f["ticker"] for f in body["forecasts"]) == ["JPM", "KO"]
+    assert [e["code"] for e in body["errors"]] == ["unknown_ticker"]
+
+
+async def test_hot_swap_while_requests_are_in_flight(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], engines: Any
+) -> None:
+    registry = app.state.service.registry
+    old = registry.resolve("llama-fingpt")
+    tickers = ["V", "MMM", "HD", "CAT"]  # prompts not seen yet: no prefix-cache shortcut
+    held = [
+        asyncio.create_task(client.post("/v1/forecast", json={"ticker": t, "adapter": "llama-fingpt"}))
+        for t in tickers
+    ]
+    while old.inflight < len(tickers):
+        await asyncio.sleep(0.05)
+    swap = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
+    assert swap.status_code == 201, swap.text
+    assert old.retired and old.inflight > 0  # flipped while the old version was generating
+    after = asyncio.create_task(client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"}))
+    results = await asyncio.gather(*held, after)
+    await registry.wait_unloaded()
+    assert [r.status_code for r in results] == [200] * 5
+    assert {r.json()["adapter"] for r in results[:-1]} == {"llama-fingpt@v1"}
+    assert results[-1].json()["adapter"] == "llama-fingpt@v2"
+    assert old.lora.lora_id not in await engines["llama"].list_loras()
+
+
+async def test_failed_load_keeps_the_old_version(
+    client: httpx.AsyncClient, admin: dict[str, str], adapter_root: Path
+) -> None:
+    serving = (await client.get("/v1/adapters", headers=admin)).json()["aliases"]["deepseek-fingpt"]
+    broken = adapter_root / "deepseek-fingpt" / "v2"
+    shutil.copytree(adapter_root / "deepseek-fingpt" / "v1", broken)
+    manifest = json.loads((broken / "adapter.json").read_text())
+    (broken / "adapter.json").write_text(json.dumps({**manifest, "version": "v2"}))
+    data = (broken / WEIGHTS).read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    (broken / WEIGHTS).write_bytes(data[: 8 + header_len + 16])  # header intact, tensors cut
+    try:
+        r = await client.post("/v1/adapters", json={"name": "deepseek-fingpt", "version": "v2"}, headers=admin)
+        after = (await client.get("/v1/adapters", headers=admin)).json()
+        forecast = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "deepseek-fingpt"})
+    finally:
+        shutil.rmtree(broken)
+    assert r.status_code == 422 and error_of(r)["code"] == "engine_load_failed"
+    assert after["aliases"]["deepseek-fingpt"] == serving
+    assert all(a["version"] != "v2" for a in after["adapters"] if a["name"] == "deepseek-fingpt")
+    assert forecast.status_code == 200 and forecast.json()["adapter"] == serving
+
+
+async def test_ab_split_and_stickiness(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    n, p = 40, 0.5
+    table = {"arms": [{"name": "A", "adapter": "llama-fingpt", "weight": 1},
+                      {"name": "B", "adapter": "deepseek-fingpt", "weight": 1}]}
+    assert (await client.put("/v1/routing", json=table, headers=admin)).status_code == 200
+
+    async def ask(key: str) -> httpx.Response:
+        return await client.post("/v1/forecast", json={"ticker": "KO"}, headers={"X-Client-Key": key})
+
+    results = await asyncio.gather(*(ask(f"user-{i}") for i in range(n)))
+    assert [r.status_code for r in results] == [200] * n
+    arms = Counter(r.json()["arm"] for r in results)
+    for r in results:
+        body = r.json()
+        assert body["adapter"].startswith("llama-fingpt@" if body["arm"] == "A" else "deepseek-fingpt@")
+    # Binomial(40, 0.5) within 4 sd: a correct router fails this with probability < 1e-4.
+    assert abs(arms["A"] - n * p) <= 4 * math.sqrt(n * p * (1 - p)), arms
+    again = await asyncio.gather(*(ask(f"user-{i}") for i in range(3)))
+    assert [r.json()["arm"] for r in again] == [r.json()["arm"] for r in results[:3]]
