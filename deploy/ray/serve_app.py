@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,8 @@ STATE_ACTOR = "dow30-desired-state"
 # Admin calls whose success changes what every replica must serve.
 PUBLISHED = {("POST", "/v1/adapters"), ("POST", "/v1/adapters/promote"), ("PUT", "/v1/routing")}
 SYNC_TOKEN_HEADER = "x-dow30-replica-sync"  # marks a replica's own reconcile calls
+METRICS_PUSH_S = 5.0
+METRICS_MAX_AGE_S = 60.0  # a replica silent this long is gone (scaled down or dead)
 
 
 @ray.remote(num_cpus=0)
@@ -49,6 +52,7 @@ class DesiredState:
         self.version = 0
         self.aliases: dict[str, str] = {}  # alias -> name@version
         self.routing: dict[str, Any] | None = None  # the body of PUT /v1/routing
+        self.metrics: dict[str, tuple[float, str]] = {}  # replica -> (time, exposition)
 
     def publish_alias(self, alias: str, ref: str) -> int:
         if self.aliases.get(alias) != ref:
@@ -61,6 +65,14 @@ class DesiredState:
             self.routing = routing
             self.version += 1
         return self.version
+
+    def put_metrics(self, replica: str, text: str, at: float) -> None:
+        self.metrics[replica] = (at, text)
+
+    def all_metrics(self, max_age_s: float, now: float) -> dict[str, str]:
+        """Each live replica's last exposition (replicas silent for ``max_age_s`` dropped)."""
+        self.metrics = {r: (t, m) for r, (t, m) in self.metrics.items() if now - t <= max_age_s}
+        return {r: m for r, (_, m) in self.metrics.items()}
 
     def newer_than(self, seen: int) -> tuple[int, dict[str, str], dict[str, Any] | None] | None:
         if self.version <= seen:
@@ -85,10 +97,11 @@ def replica_id() -> str:
 class ReplicaSync:
     """ASGI middleware: tag responses with the replica, publish successful admin changes."""
 
-    def __init__(self, app: ASGIApp, replica: str, publish: Any) -> None:
+    def __init__(self, app: ASGIApp, replica: str, publish: Any, metrics: Any) -> None:
         self.app = app
         self.replica = replica.encode()
         self.publish = publish
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,6 +109,13 @@ class ReplicaSync:
             return
         key = (scope["method"], scope["path"].rstrip("/"))
         own_sync = any(k == SYNC_TOKEN_HEADER.encode() for k, _ in scope["headers"])
+        if key == ("GET", "/metrics") and not own_sync:  # own calls read the local registry
+            body = (await self.metrics()).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+                (b"x-replica", self.replica)]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            return
         watch = key in PUBLISHED and not own_sync
         status = 0
         body = bytearray()
@@ -112,6 +132,42 @@ class ReplicaSync:
         await self.app(scope, receive, tagged)
         if watch and 200 <= status < 300:
             await self.publish(key, bytes(body))
+
+
+def merge_expositions(texts: Mapping[str, str]) -> str:
+    """One Prometheus text exposition from several, with a ``replica`` label on each sample."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    for replica, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text):
+            # the parser names a counter family without its _total; the exposition has it
+            name = family.name + "_total" if family.type == "counter" else family.name
+            kind, help_text, lines = families.setdefault(
+                name, (family.type, family.documentation, [])
+            )
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue  # creation timestamps: per process, meaningless once merged
+                labels = {**sample.labels, "replica": replica}
+                rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+                lines.append(f"{sample.name}{{{rendered}}} {_number(sample.value)}")
+    out = []
+    for name, (kind, help_text, lines) in families.items():
+        out += [f"# HELP {name} {_escape(help_text)}", f"# TYPE {name} {kind}", *lines]
+    return "\n".join(out) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
 
 
 def build_engines(engine: str, settings: Any) -> dict[str, Any]:
@@ -156,7 +212,9 @@ class Forecaster:
             self.settings = prepare_settings(self.settings, data, demo_adapters=False)
         self.engines = build_engines(self.engine_kind, self.settings)
         app = create_app(self.settings, self.engines, market_data_from_settings(data))
-        app.add_middleware(ReplicaSync, replica=self.replica, publish=self.publish)
+        app.add_middleware(
+            ReplicaSync, replica=self.replica, publish=self.publish, metrics=self.all_metrics
+        )
         token = self.settings.admin_token_value() or ""
         self.local = httpx.AsyncClient(  # this replica's own app, in-process
             transport=httpx.ASGITransport(app=app), base_url="http://replica",
@@ -180,12 +238,28 @@ class Forecaster:
             await self.state.publish_alias.remote(alias, f"{payload['name']}@{payload['version']}")
 
     async def reconcile_forever(self) -> None:
+        last_push = 0.0
         while True:
             try:
                 await self.reconcile()
+                if time.time() - last_push >= METRICS_PUSH_S:
+                    await self.push_metrics()
+                    last_push = time.time()
             except Exception:
                 log.exception("replica %s: reconcile failed; retrying", self.replica)
             await asyncio.sleep(self.poll_s)
+
+    async def push_metrics(self) -> None:
+        if self.local is not None:
+            text = (await self.local.get("/metrics")).raise_for_status().text
+            await self.state.put_metrics.remote(self.replica, text, time.time())
+
+    async def all_metrics(self) -> str:
+        """Every live replica's metrics, each sample labelled with its replica: what the
+        proxy's ``/metrics`` answers, so one Prometheus job scrapes the whole deployment."""
+        await self.push_metrics()
+        texts = await self.state.all_metrics.remote(METRICS_MAX_AGE_S, time.time())
+        return merge_expositions(texts)
 
     async def reconcile(self) -> bool:
         """Apply the newest desired state; True when something was newer."""

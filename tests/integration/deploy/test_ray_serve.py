@@ -137,6 +137,17 @@ def test_two_replicas_serve_sticky_and_converge_after_swap_and_reweight(proxy_ur
                 converged.add(r.headers["x-replica"])
         assert {_forecast(c, client_key=f"k{i}")[1]["arm"] for i in range(12)} == {"fingpt-llama"}
 
+        # One scrape of the proxy's /metrics covers every replica, each sample labelled.
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            text = c.get("/metrics").text
+            labelled = {r for r in replicas if f'replica="{r}"' in text}
+            if labelled == replicas:
+                break
+            assert time.monotonic() < deadline, f"metrics of {labelled} only"
+            time.sleep(1)
+        assert 'forecast_forecasts_total{adapter="fingpt-llama",arm="direct",replica=' in text
+
 
 def test_rayservice_manifest_matches_the_app_builder() -> None:
     import yaml
