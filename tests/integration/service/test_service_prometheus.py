@@ -1,0 +1,145 @@
+"""A real Prometheus server scrapes the service and answers a per-adapter samples/s query.
+
+The service runs on a real socket (uvicorn) over the real engines; Prometheus (the Debian
+binary) scrapes it every second and evaluates a recording rule. The test waits, with a
+generous deadline that is never asserted on, until Prometheus's HTTP API returns
+``rate(forecast_forecasts_total[...])`` above zero for each adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
+
+DEADLINE_S = 300.0  # how long to wait for scrapes on a loaded machine; not a timing claim
+ADAPTERS = ("llama-fingpt", "deepseek-fingpt")
+RULE = "adapter:forecast_samples_per_second:rate20s"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def service_url(app: Any) -> AsyncIterator[str]:
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+def prometheus(prometheus_bin: str, service_url: str, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    target = service_url.removeprefix("http://")
+    (tmp_path / "rules.yml").write_text(
+        "groups:\n"
+        "  - name: forecast\n"
+        "    interval: 1s\n"
+        "    rules:\n"
+        f"      - record: {RULE}\n"
+        "        expr: sum by (adapter, version) (rate(forecast_forecasts_total[20s]))\n"
+    )
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "rule_files: [rules.yml]\n"
+        "scrape_configs:\n"
+        "  - job_name: forecast\n"
+        "    metrics_path: /metrics\n"
+        f"    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    check = subprocess.run(
+        [prometheus_bin, "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen(
+        [
+            prometheus_bin,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("w"),
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def query(prom: httpx.AsyncClient, expr: str) -> dict[str, float]:
+    """``{adapter: value}`` of an instant query (empty while Prometheus is not ready)."""
+    try:
+        r = await prom.get("/api/v1/query", params={"query": expr})
+    except httpx.TransportError:
+        return {}
+    if r.status_code != 200:
+        return {}
+    out = {}
+    for sample in r.json()["data"]["result"]:
+        out[sample["metric"].get("adapter", sample["metric"].get("job", ""))] = float(sample["value"][1])
+    return out
+
+
+async def wait_for(prom: httpx.AsyncClient, expr: str, ok: Any) -> dict[str, float]:
+    deadline = time.monotonic() + DEADLINE_S
+    last: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        last = await query(prom, expr)
+        if ok(last):
+            return last
+        await asyncio.sleep(1)
+    raise AssertionError(f"Prometheus never satisfied {expr!r}; last answer {last}")
+
+
+async def test_prometheus_scrapes_per_adapter_samples_per_second(
+    service_url: str, prometheus: str
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=prometheus, timeout=30) as prom,
+        httpx.AsyncClient(base_url=service_url, timeout=600) as svc,
+    ):
+        await wait_for(prom, 'up{job="forecast"}', lambda v: v.get("forecast") == 1.0)
+
+        async def round_of_forecasts() -> None:
+            replies = await asyncio.gather(*(
+                svc.post("/v1/forecast", json={"ticker": "KO", "adapter": a}) for a in ADAPTERS
+            ))
+            assert [r.status_code for r in replies] == [200, 200]
+
+        # Two rounds with a scrape between them: a counter's rate needs two samples.
+        await round_of_forecasts()
+        await wait_for(prom, "forecast_forecasts_total", lambda v: set(ADAPTERS) <= set(v))
+        await round_of_forecasts()
+        expr = "sum by (adapter) (rate(forecast_forecasts_total[20s]))"
+        rates = await wait_for(prom, expr, lambda v: all(v.get(a, 0) > 0 for a in ADAPTERS))
+        recorded = await wait_for(prom, RULE, lambda v: all(v.get(a, 0) > 0 for a in ADAPTERS))
+        ttft = await query(prom, "sum by (adapter) (forecast_time_to_first_token_seconds_count)")
+    assert all(rates[a] > 0 and recorded[a] > 0 for a in ADAPTERS)
+    assert all(ttft.get(a, 0) >= 2 for a in ADAPTERS)
