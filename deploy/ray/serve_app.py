@@ -310,7 +310,8 @@ def build_app(args: dict[str, Any]) -> Any:
     """
     gpus = args.get("gpus_per_replica")
     if gpus is None:
-        gpus = 1 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        resources = ray.cluster_resources() if ray.is_initialized() else {}  # type: ignore[no-untyped-call]
+        gpus = 1 if resources.get("GPU", 0) >= 1 else 0
     options: dict[str, Any] = {
         "ray_actor_options": {
             "num_gpus": float(gpus),
