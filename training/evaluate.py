@@ -1,0 +1,183 @@
+"""Score every checkpoint of a run on its held-back weeks; keep the MSE minimum as the adapter.
+
+    python -m training.evaluate var/runs/cpu/llama [--adapter-root var/adapters]
+
+Per checkpoint: greedy generation on the held-back prompts → binary accuracy, MSE (bin
+midpoints), ROUGE-1/2/L per answer section, generation runtime and speed; with the train loss,
+eval loss and eval samples/s the Trainer logged at that step. The naive baselines (majority
+training bin, always up 0-1%, last-week momentum) are scored on the same rows. Writes
+``eval.json`` in the run directory and the kept checkpoint as ``<root>/<name>/<version>/``
+(peft adapter + ``adapter.json``, the manifest the service reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forecast import metrics
+from forecast.answer import parse_answer
+from training.config import RunSettings, run_from_dict
+from training.data import Example, Split, fit_prompt, prepare_split
+from training.generate import generate_and_read
+from training.manifest import write_adapter
+from training.teacher import TeacherSettings, teacher_from_settings
+
+
+@dataclass
+class RunFiles:
+    run_dir: Path
+    run: RunSettings
+    data: dict[str, Any]
+    log: dict[str, Any]
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunFiles:
+        settings = json.loads((run_dir / "settings.json").read_text())
+        core = {k: v for k, v in settings.items() if k not in ("model_id", "model_path")}
+        return cls(
+            run_dir=run_dir,
+            run=run_from_dict(core),
+            data=json.loads((run_dir / "data.json").read_text()),
+            log=json.loads((run_dir / "train_log.json").read_text()),
+        )
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        found = [(int(p.name.split("-")[1]), p) for p in self.run_dir.glob("checkpoint-*")]
+        return sorted(found)
+
+    def logged_at(self, step: int, key: str) -> float | None:
+        for entry in self.log["log_history"]:
+            if entry.get("step") == step and key in entry:
+                return float(entry[key])
+        return None
+
+    def train_loss_until(self, step: int, after: int) -> float | None:
+        losses = [
+            float(e["loss"]) for e in self.log["log_history"]
+            if "loss" in e and after < e.get("step", 0) <= step
+        ]
+        return sum(losses) / len(losses) if losses else None
+
+
+def held_back(files: RunFiles, tokenizer: Any) -> tuple[Split, list[Example]]:
+    """The run's split rebuilt from its settings, checked against the keys it trained with."""
+    teacher = teacher_from_settings(TeacherSettings())  # cached: a rerun asks the endpoint nothing
+    split = prepare_split(files.run.data, tokenizer, files.run.base_model.chat_format, teacher)
+    if [e.key for e in split.held.examples] != files.data["eval_keys"]:
+        raise RuntimeError("held-back rows differ from the ones the run was trained with")
+    return split, split.held.examples
+
+
+def score_rows(answers: list[Any], rows: list[Example]) -> dict[str, Any]:
+    preds = [a.parsed.prediction for a in answers]
+    labels = [r.label for r in rows]
+    references = [parse_answer(r.answer) for r in rows]
+    return {
+        "binary_accuracy": metrics.binary_accuracy(preds, labels),
+        "mse": metrics.mse(preds, labels),
+        "rouge": metrics.rouge_by_section([a.parsed for a in answers], references),
+        "prediction_read": {
+            how: sum(a.how == how for a in answers) for how in ("parsed", "probed", "unreadable")
+        },
+    }
+
+
+def evaluate_run(run_dir: Path, adapter_root: Path | None = None, version: str | None = None) -> dict[str, Any]:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    files = RunFiles.read(run_dir)
+    run, fmt = files.run, files.run.base_model.chat_format
+    model_path = run.model_path()
+    tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    split, rows = held_back(files, tokenizer)
+    budget = run.data.max_length - run.eval.max_new_tokens - run.eval.probe_tokens - 32
+    prompts = []
+    for r in rows:
+        fitted = fit_prompt(r.prompt, tokenizer, fmt, budget)
+        if fitted is None:
+            raise RuntimeError(f"held-back prompt {r.key} does not fit {budget} tokens")
+        prompts.append(fitted[0])
+
+    labels = [r.label for r in rows]
+    train_labels = [e.label for e in split.train.examples]
+    baselines = {
+        name: s.as_dict()
+        for name, s in metrics.naive_baselines(labels, [r.last_week for r in rows], train_labels).items()
+    }
+
+    results, previous = [], 0
+    for step, path in files.checkpoints():
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
+        t0 = time.perf_counter()
+        texts, answers = generate_and_read(
+            model, tokenizer, prompts, fmt, run.eval.max_new_tokens, run.eval.probe_tokens,
+            run.eval.force_prediction,
+        )
+        runtime = time.perf_counter() - t0
+        results.append({
+            "step": step,
+            "checkpoint": path.name,
+            "epoch": files.logged_at(step, "epoch"),
+            "train_loss": files.train_loss_until(step, previous),
+            "eval_loss": files.logged_at(step, "eval_loss"),
+            "eval_samples_per_second": files.logged_at(step, "eval_samples_per_second"),
+            "generation_runtime": runtime,
+            "generation_samples_per_second": len(rows) / runtime,
+            **score_rows(answers, rows),
+            "samples": [{"key": r.key, "label": r.label.value, "text": t} for r, t in zip(rows, texts, strict=True)],
+        })
+        previous = step
+        print(f"{path.name}: mse {results[-1]['mse']:.2f} acc {results[-1]['binary_accuracy']:.2f} "
+              f"eval_loss {results[-1]['eval_loss']} ({runtime:.0f}s)")
+
+    best = pick_best(results)
+    report = {
+        "base": run.base,
+        "model_id": run.model_id,
+        "stands_in_for": run.base_model.model_id if run.model_id != run.base_model.model_id else None,
+        "eval_rows": len(rows),
+        "window": files.data["window"],
+        "train_metrics": files.log["train_metrics"],
+        "baselines": baselines,
+        "checkpoints": results,
+        "best_checkpoint": best["checkpoint"],
+        "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    root = adapter_root or run.adapter_root
+    adapter_dir = write_adapter(run_dir / best["checkpoint"], run, files.data["window"], best, root, version)
+    report["adapter_dir"] = str(adapter_dir)
+    (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def pick_best(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The MSE minimum; ties go to the lower eval loss, then the earlier step."""
+    if not results:
+        raise RuntimeError("the run saved no checkpoint")
+    return min(results, key=lambda r: (r["mse"], r["eval_loss"] if r["eval_loss"] is not None else float("inf"), r["step"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="training.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--adapter-root", type=Path)
+    p.add_argument("--version", help="default: the next v<N> under the adapter name")
+    args = p.parse_args(argv)
+    report = evaluate_run(args.run_dir, args.adapter_root, args.version)
+    print(f"kept {report['best_checkpoint']} → {report['adapter_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Greedy batched generation and lenient reading of (possibly cut-off) generated answers.
+
+A small ``max_new_tokens`` (the CPU slice uses 96) ends most answers before their
+``Prediction:`` line. With ``force_prediction`` such an answer is continued from its own text
+plus the ``[Prediction & Analysis]:\\nPrediction:`` header for a few greedy tokens, so the bin is
+still the model's own; these rows are counted as ``probed``. A bin that cannot be read at all
+falls back to ``U1`` and is counted as ``unreadable``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from forecast.answer import ParsedAnswer, parse_answer, strip_reasoning
+from forecast.bins import Bin, bin_of_phrase
+from forecast.errors import AnswerParseError
+from forecast.templates import SPECS, ChatFormat
+
+PROBE_HEADER = "\n\n[Prediction & Analysis]:\nPrediction:"
+FALLBACK_BIN = Bin.U1  # the "always up 0-1%" baseline's answer, for unreadable predictions
+_HEADERS = {
+    "positive": r"\[\s*positive\s+developments?\s*\]\s*:?",
+    "concerns": r"\[\s*potential\s+concerns?\s*\]\s*:?",
+    "pa": r"\[\s*prediction\s*(?:&|and)\s*analysis\s*\]\s*:?",
+}
+_PREDICTION_LINE = re.compile(r"prediction\W*:\s*(?P<pred>[^\n]*)(?:\n\W*analysis\W*:\s*)?(?P<rest>.*)", re.I | re.S)
+
+
+@dataclass(frozen=True)
+class ReadAnswer:
+    parsed: ParsedAnswer  # sections (empty when missing) and the bin used for the metrics
+    how: Literal["parsed", "probed", "unreadable"]
+
+
+def batch_generate(
+    model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_new_tokens: int,
+    fmt: ChatFormat, batch_size: int = 8,
+) -> list[str]:
+    """Greedy continuations of token-id prompts, left-padded in batches, cut at the EOS text."""
+    import torch
+
+    eos_text = SPECS[fmt].eos
+    pad = tokenizer.pad_token_id
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        with torch.no_grad():
+            gen = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                do_sample=False, pad_token_id=pad, stop_strings=[eos_text], tokenizer=tokenizer,
+            )
+        for row in gen[:, width:]:
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            out.append(text.split(eos_text, 1)[0])
+    return out
+
+
+def sections(text: str) -> dict[str, str]:
+    """The three sections found in ``text`` (missing ones empty), by header position."""
+    body = strip_reasoning(text)
+    found = []
+    for name, pattern in _HEADERS.items():
+        m = re.search(pattern, body, re.I)
+        if m is not None:
+            found.append((m.start(), m.end(), name))
+    found.sort()
+    out = dict.fromkeys(_HEADERS, "")
+    for k, (_, end, name) in enumerate(found):
+        stop = found[k + 1][0] if k + 1 < len(found) else len(body)
+        out[name] = body[end:stop].strip()
+    return out
+
+
+def probe_text(text: str) -> str:
+    """The generated text cut before any partial prediction section, plus the header."""
+    body = text
+    m = re.search(_HEADERS["pa"], body, re.I)
+    if m is not None:
+        body = body[: m.start()]
+    return body.rstrip() + PROBE_HEADER
+
+
+def read_answer(text: str, probe: str | None = None) -> ReadAnswer:
+    """A generated answer as a ParsedAnswer: fully parsed if it can be, else its sections and
+    the bin from the probe continuation (or the fallback bin)."""
+    try:
+        return ReadAnswer(parse_answer(text), "parsed")
+    except AnswerParseError:
+        pass
+    parts = sections(text)
+    m = _PREDICTION_LINE.search(parts["pa"])
+    pred_text, analysis = (m["pred"].strip(), m["rest"].strip()) if m else ("", parts["pa"])
+    how: Literal["parsed", "probed", "unreadable"] = "unreadable"
+    prediction = FALLBACK_BIN
+    for candidate, source in ((pred_text, "parsed"), ((probe or "").split("\n", 1)[0], "probed")):
+        try:
+            prediction = bin_of_phrase(candidate)
+        except ValueError:
+            continue
+        how = "parsed" if source == "parsed" else "probed"
+        pred_text = candidate.strip()
+        break
+    return ReadAnswer(
+        ParsedAnswer(
+            positive=parts["positive"], concerns=parts["concerns"], prediction=prediction,
+            prediction_text=pred_text, analysis=analysis,
+        ),
+        how,
+    )
+
+
+def generate_and_read(
+    model: Any, tokenizer: Any, prompts: Sequence[list[int]], fmt: ChatFormat,
+    max_new_tokens: int, probe_tokens: int, force_prediction: bool = True, batch_size: int = 8,
+) -> tuple[list[str], list[ReadAnswer]]:
+    texts = batch_generate(model, tokenizer, prompts, max_new_tokens, fmt, batch_size)
+    probes: list[str | None] = [None] * len(texts)
+    if force_prediction:
+        todo = [i for i, t in enumerate(texts) if read_answer(t).how != "parsed"]
+        if todo:
+            cont = [
+                prompts[i] + list(tokenizer(probe_text(texts[i]), add_special_tokens=False)["input_ids"])
+                for i in todo
+            ]
+            for i, probe in zip(todo, batch_generate(model, tokenizer, cont, probe_tokens, fmt, batch_size), strict=True):
+                probes[i] = probe
+    return texts, [read_answer(t, p) for t, p in zip(texts, probes, strict=True)]

@@ -1,0 +1,107 @@
+"""The training pipeline: dataset → fine-tune (deepspeed) → evaluate every checkpoint → keep the
+MSE minimum → adapter + manifest → comparison report.
+
+    python -m training one  --base llama [--config training/configs/cpu_tiny.json]
+    python -m training both [--config ...] [--report-dir reports/cpu]
+    python -m training report var/runs/cpu/llama var/runs/cpu/deepseek --out reports/cpu
+    python -m training search --trials 3
+
+Each fine-tune runs in its own ``deepspeed --num_gpus 1`` process (``training.finetune``
+re-executes itself under the launcher); evaluation and the report run in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from forecast.basemodels import BASES
+from training.config import load_run
+from training.evaluate import evaluate_run
+from training.finetune import default_run_dir
+
+CPU_PRESET = Path(__file__).parent / "configs" / "cpu_tiny.json"
+
+
+def train(config: Path | None, base: str, run_dir: Path, resume: bool = False) -> None:
+    """One base's fine-tune in a deepspeed-launched process; raises if it fails."""
+    cmd = [sys.executable, "-m", "training.finetune", "--base", base, "--run-dir", str(run_dir)]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    if resume:
+        cmd.append("--resume")
+    subprocess.run(cmd, check=True)
+
+
+def run_base(
+    config: Path | None, base: str, *, run_dir: Path | None = None, adapter_root: Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train one base, score its checkpoints, write its adapter; the evaluation report."""
+    run = load_run(config, base=base)
+    run_dir = run_dir or default_run_dir(run)
+    train(config, base, run_dir, resume)
+    return evaluate_run(run_dir, adapter_root)
+
+
+def run_both(
+    config: Path | None, *, runs_dir: Path | None = None, adapter_root: Path | None = None,
+    report_dir: Path | None = None,
+) -> list[Path]:
+    """Both bases, one after the other, then the comparison report (when ``report_dir``)."""
+    run_dirs = []
+    for base in BASES:
+        run = load_run(config, base=base)
+        run_dir = (runs_dir / base) if runs_dir else default_run_dir(run)
+        run_base(config, base, run_dir=run_dir, adapter_root=adapter_root)
+        run_dirs.append(run_dir)
+    if report_dir is not None:
+        from training.report import build_report
+
+        build_report(run_dirs, report_dir)
+    return run_dirs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("one", help="train, evaluate and ship one base")
+    one.add_argument("--base", choices=sorted(BASES), required=True)
+    one.add_argument("--resume", action="store_true")
+    both = sub.add_parser("both", help="train, evaluate and ship both bases, then report")
+    both.add_argument("--report-dir", type=Path)
+    for cmd in (one, both):
+        cmd.add_argument("--config", type=Path, default=None, help="preset (default: 8B recipe)")
+        cmd.add_argument("--adapter-root", type=Path)
+    rep = sub.add_parser("report", help="comparison report from evaluated run directories")
+    rep.add_argument("run_dirs", type=Path, nargs="+")
+    rep.add_argument("--out", type=Path, default=Path("reports/cpu"))
+    search = sub.add_parser("search", help="Optuna search over LoRA rank/alpha, lr, epochs")
+    search.add_argument("--trials", type=int, default=3)
+    search.add_argument("--config", type=Path, default=None)
+    search.add_argument("--storage", type=Path, default=None)
+    search.add_argument("--study", default=None)
+    args = p.parse_args(argv)
+
+    if args.command == "one":
+        report = run_base(args.config, args.base, adapter_root=args.adapter_root, resume=args.resume)
+        print(f"{args.base}: kept {report['best_checkpoint']} → {report['adapter_dir']}")
+    elif args.command == "both":
+        dirs = run_both(args.config, adapter_root=args.adapter_root, report_dir=args.report_dir)
+        print("runs:", *map(str, dirs))
+    elif args.command == "report":
+        from training.report import build_report
+
+        print(build_report(args.run_dirs, args.out))
+    else:
+        from training.search import run_search
+
+        run_search(args.trials, config=args.config, storage=args.storage, study_name=args.study)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
