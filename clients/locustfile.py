@@ -6,7 +6,8 @@
 
 Each simulated user has its own ``X-Client-Key`` (so A/B stays sticky per user) and asks for
 forecasts of a ticker mix; one in ``DOW30_STREAM_EVERY`` requests is streamed and its
-time to first token reported as a separate ``ttft`` entry. Requests are named by the arm
+time to first token reported as a separate ``ttft`` entry (locust times the ``forecast stream``
+entry to the response headers only). Requests are named by the arm
 that served them (``forecast [arm]``), so locust's table is per arm. Set ``DOW30_TICKERS``
 (comma list) and ``DOW30_AS_OF`` (YYYY-MM-DD) to change the mix. The built-in load
 generator (``python -m clients.loadgen``) adds hot-swaps and writes JSON; this file only
