@@ -199,3 +199,27 @@ def load_run(path: Path | None, **overrides: Any) -> RunSettings:
     raw: dict[str, Any] = json.loads(path.read_text()) if path is not None else {}
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return run_from_dict(raw)
+
+
+def deepspeed_optimizer(path: Path) -> tuple[str, bool]:
+    """The optimizer a deepspeed config names, and whether the installed deepspeed has it.
+
+    deepspeed 0.19.8 does not ship ZeroOneAdam (nor the other 1-bit optimizers):
+    ``deepspeed.initialize`` fails with "ZeroOneAdam is not a supported DeepSpeed Optimizer"
+    on every accelerator and comm backend (nccl, gloo, ccl). The FinGPT config stays the 8B
+    default for a deepspeed build that has it; the CPU slice uses ``ds_zero2_adamw.json``.
+    """
+    import torch
+    from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS
+
+    name = str(json.loads(path.read_text())["optimizer"]["type"])
+    return name, name.lower() in DEEPSPEED_OPTIMIZERS or hasattr(torch.optim, name)
+
+
+def require_supported_optimizer(path: Path) -> None:
+    name, supported = deepspeed_optimizer(path)
+    if not supported:
+        raise SystemExit(
+            f"the installed deepspeed has no {name} optimizer (named by {path.name}); "
+            f"use --deepspeed-config {DS_ZERO2_ADAMW.name} or a deepspeed build that ships it"
+        )

@@ -16,12 +16,13 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import RunSettings, run_from_dict
+from training.config import RunSettings, require_supported_optimizer, run_from_dict
 from training.data import Split, pad_batch, prepare_split
 from training.teacher import TeacherSettings, teacher_from_settings
 
@@ -50,10 +51,20 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     return run_from_dict(raw)
 
 
-def launch_command(argv: list[str]) -> list[str]:
-    """The deepspeed launcher command that runs this module as its single worker."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_command(argv: list[str], port: int) -> list[str]:
+    """The deepspeed launcher command that runs this module as its single worker (on its own
+    rendezvous port, so runs side by side do not collide on the default 29500)."""
     exe = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-    return [exe, "--num_gpus", "1", "--module", "training.finetune", *argv, "--no-launch"]
+    return [
+        exe, "--num_gpus", "1", "--master_port", str(port),
+        "--module", "training.finetune", *argv, "--no-launch",
+    ]
 
 
 @dataclass
@@ -67,6 +78,7 @@ class FinetuneRecipe:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
+        require_supported_optimizer(self.run.train.deepspeed_config)  # fail before loading 8B
         set_seed(self.run.train.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fmt = self.run.base_model.chat_format
@@ -177,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     run = settings_from_args(args)
     if not args.no_launch and "LOCAL_RANK" not in os.environ:
         # The launcher sets up the (single-process) distributed group deepspeed expects.
-        os.execv(launch_command(argv)[0], launch_command(argv))
+        cmd = launch_command(argv, free_port())
+        os.execv(cmd[0], cmd)
     run_dir = args.run_dir or default_run_dir(run)
     if not args.resume:
         # A fresh run replaces the old run's checkpoints; --resume continues from them.
