@@ -150,7 +150,7 @@ class RunSettings:
             part.validate()
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        return dict(json.loads(json.dumps(dataclasses.asdict(self), default=str)))
 
 
 def resolve_config(value: str | Path) -> Path:

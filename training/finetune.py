@@ -89,7 +89,7 @@ class FinetuneRecipe:
         teacher = teacher_from_settings(TeacherSettings())
         self.split: Split = prepare_split(self.run.data, self.tokenizer, fmt, teacher)
         dtype = torch.bfloat16 if self.run.train.bf16 else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         if self.run.train.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
@@ -158,9 +158,10 @@ class FinetuneRecipe:
 
     # -- train ---------------------------------------------------------------------------------
     def train(self, resume: bool = False) -> dict[str, Any]:
-        from transformers.trainer_utils import get_last_checkpoint
+        from transformers import trainer_utils
 
-        checkpoint = get_last_checkpoint(str(self.run_dir)) if resume else None
+        last_checkpoint: Any = trainer_utils.get_last_checkpoint  # untyped upstream
+        checkpoint = last_checkpoint(str(self.run_dir)) if resume else None
         result = self.trainer.train(resume_from_checkpoint=checkpoint)
         return dict(result.metrics)
 

@@ -37,7 +37,7 @@ def suggest(trial: Any) -> dict[str, Any]:
 
 
 def trial_config(raw: dict[str, Any], params: dict[str, Any], trial_dir: Path) -> dict[str, Any]:
-    config = json.loads(json.dumps(raw))
+    config: dict[str, Any] = json.loads(json.dumps(raw))
     config["runs_dir"] = str(trial_dir)
     config.setdefault("lora", {}).update(r=params["r"], alpha=params["alpha"])
     config.setdefault("train", {}).update(
