@@ -127,8 +127,15 @@ def fit_prompt(
 ) -> tuple[list[int], int] | None:
     """Token ids of the rendered prompt within ``budget`` tokens, and how many news items were
     dropped to get there; None when it does not fit even without news."""
-    dropped = 0
-    current: ForecastPrompt | None = prompt
+    ids = _ids(tokenizer, render_chat(prompt, fmt), fmt)
+    if len(ids) <= budget:
+        return ids, 0
+    # If even the news-free prompt is too long, say so at once rather than drop item by item.
+    bare = prompt.model_copy(update={"weeks": tuple(w.model_copy(update={"news": ()}) for w in prompt.weeks)})
+    if len(_ids(tokenizer, render_chat(bare, fmt), fmt)) > budget:
+        return None
+    dropped = 1
+    current: ForecastPrompt | None = drop_oldest_news(prompt)
     while current is not None:
         ids = _ids(tokenizer, render_chat(current, fmt), fmt)
         if len(ids) <= budget:
