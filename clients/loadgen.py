@@ -21,6 +21,7 @@ import datetime as dt
 import functools
 import json
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -315,7 +316,7 @@ def main(
     if (cfg.swaps or cfg.reweights) and not cfg.admin_token:
         raise typer.BadParameter("swaps and re-weights need DOW30_ADMIN_TOKEN or --token")
     summary = asyncio.run(run_load(cfg))
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: full columns
     console.print(report_table(summary))
     for e in summary["events"]:
         mark = "ok" if e["ok"] else f"FAILED: {e['error']}"
