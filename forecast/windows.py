@@ -9,7 +9,9 @@ return over the next week, ``as_of`` → ``as_of + 7``.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -54,30 +56,37 @@ def week_start(day: dt.date) -> dt.date:
 
 
 def close_on_or_before(closes: pd.Series, day: dt.date) -> float | None:
-    upto = closes.loc[: pd.Timestamp(day)]
-    return None if upto.empty else float(upto.iloc[-1])
+    """The last close on or before ``day`` (``closes`` indexed by ascending dates)."""
+    pos = int(closes.index.searchsorted(pd.Timestamp(day), side="right"))
+    return None if pos == 0 else float(closes.iloc[pos - 1])
 
 
 def select_news(items: list[NewsItem], ticker: str, name: str, k: int) -> tuple[NewsLine, ...]:
     """At most ``k`` items, deterministically: spam and repeated headlines dropped, items that
-    name the company first, then the most recent; shown oldest first."""
+    name the company first, then the most recent; shown oldest first.
+
+    Walks newest to oldest and stops at ``k`` items naming the company, so a busy week of a
+    mega-cap (hundreds of items) costs a handful of regex searches, not hundreds.
+    """
+    word = name.split()[0] if name else ticker
+    mentions = re.compile(rf"\b(?:{re.escape(ticker)}|{re.escape(word)})\b", re.IGNORECASE)
     seen: set[str] = set()
-    pool: list[NewsItem] = []
-    for n in items:
+    relevant: list[int] = []
+    other: list[int] = []
+    for i in sorted(range(len(items)), key=lambda j: (items[j].published, j), reverse=True):
+        n = items[i]
         key = n.headline.strip().lower()
         if not key or key in seen or n.summary.startswith(SPAM_PREFIXES):
             continue
         seen.add(key)
-        pool.append(n)
-    word = name.split()[0].lower() if name else ticker.lower()
-
-    def relevance(n: NewsItem) -> tuple[bool, dt.datetime]:
-        text = f"{n.headline} {n.summary}".lower()
-        return (ticker.lower() in text.split() or word in text, n.published)
-
-    chosen = sorted(pool, key=relevance, reverse=True)[:k]
-    chosen.sort(key=lambda n: n.published)
-    return tuple(NewsLine(headline=n.headline, summary=n.summary) for n in chosen)
+        if mentions.search(n.headline) or mentions.search(n.summary):
+            relevant.append(i)
+            if len(relevant) == k:
+                break
+        elif len(other) < k:
+            other.append(i)
+    chosen = sorted((relevant + other)[:k], key=lambda j: (items[j].published, j))
+    return tuple(NewsLine(headline=items[i].headline, summary=items[i].summary) for i in chosen)
 
 
 def latest_financials(reports: list[BasicFinancials], as_of: dt.date) -> FinancialsBlock | None:
@@ -120,13 +129,14 @@ def build_prompt(
     news = market.news.company_news(ticker, first + dt.timedelta(days=1), as_of)
     note("news", news.stale, news.source)
 
+    news_days = [n.published.date() for n in news.value]  # providers return oldest first
     weeks: list[WeekBlock] = []
     for i in range(config.weeks):
         start, end = first + i * WEEK, first + (i + 1) * WEEK
         p0, p1 = close_on_or_before(closes, start), close_on_or_before(closes, end)
         if p0 is None or p1 is None:
             raise NoDataError(f"no {ticker} prices on or before {start if p0 is None else end}")
-        in_week = [n for n in news.value if start < n.published.date() <= end]
+        in_week = news.value[bisect.bisect_right(news_days, start) : bisect.bisect_right(news_days, end)]
         weeks.append(WeekBlock(
             start=start, end=end, start_price=p0, end_price=p1, increased=p1 > p0,
             news=select_news(in_week, ticker, profile.value.name, config.news_per_week),
