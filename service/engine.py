@@ -292,7 +292,14 @@ class VLLMEngine:
             raise EngineDead(f"engine {self._info.base}: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
+        """Stop the engine-core process now. vLLM's ``__del__`` calls ``shutdown`` again at
+        interpreter exit, when module globals are gone, and fails noisily: make that a no-op."""
         self._llm.shutdown()
+        setattr(self._llm, "shutdown", _already_shut_down)  # noqa: B010
+
+
+def _already_shut_down(timeout: float | None = None) -> None:
+    return None
 
 
 def _queue_seconds(metrics: Any) -> float | None:

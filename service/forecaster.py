@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -126,7 +126,7 @@ class Forecaster:
 
     async def events(
         self, prepared: Prepared, route: Route, *, route_label: str
-    ) -> AsyncIterator[str | ForecastResponse]:
+    ) -> AsyncGenerator[str | ForecastResponse, None]:
         """Text deltas, then the stored :class:`ForecastResponse`."""
         labels = ["none", "none", route.arm]
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
@@ -54,8 +54,9 @@ async def forecast(body: ForecastRequest, state: State, client_key: ClientKey = 
     return JSONResponse(result.model_dump(mode="json"), headers=headers)
 
 
-async def sse(events: AsyncIterator[str | ForecastResponse]) -> AsyncIterator[dict[str, str]]:
-    """Pipeline events as SSE dicts; a failure mid-stream becomes an ``error`` event."""
+async def sse(events: AsyncGenerator[str | ForecastResponse, None]) -> AsyncIterator[dict[str, str]]:
+    """Pipeline events as SSE dicts; a failure mid-stream becomes an ``error`` event. When the
+    client goes away the pipeline is closed at once, releasing its adapter lease."""
     index = 0
     try:
         async for event in events:
@@ -67,3 +68,5 @@ async def sse(events: AsyncIterator[str | ForecastResponse]) -> AsyncIterator[di
     except Exception as exc:
         err = service_error_of(exc)
         yield {"event": "error", "data": json.dumps(error_body(err.type, err.message, err.code))}
+    finally:
+        await events.aclose()
