@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from forecast.windows import week_start
 
@@ -78,20 +79,20 @@ async def replay(
 
 
 def table(report: dict[str, Any]) -> str:
-    head = f"{'adapter':<28}{'n':>5}{'parsed':>8}{'scored':>8}{'acc':>7}{'mse':>8}{'lat s':>8}{'tok/s':>8}"
+    head = f"{'adapter':<28}{'n':>5}{'parsed':>8}{'scored':>8}{'acc':>7}{'mse':>8}{'lat s':>9}{'tok/s':>10}"
     lines = [head, "-" * len(head)]
     for card in report["scorecards"].values():
         for c in card.get("versions", []):
             lines.append(
                 f"{c['adapter'] + '@' + c['version']:<28}{c['forecasts']:>5}{c['parsed']:>8}"
                 f"{c['scored']:>8}{_fmt(c['binary_accuracy']):>7}{_fmt(c['mse']):>8}"
-                f"{_fmt(c['mean_latency_s']):>8}{_fmt(c['tokens_per_s']):>8}"
+                f"{_fmt(c['mean_latency_s']):>9}{_fmt(c['tokens_per_s']):>10}"
             )
     return "\n".join(lines)
 
 
 def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:.3g}"
 
 
 @asynccontextmanager
@@ -105,7 +106,7 @@ async def in_process(
     from service.settings import ServiceSettings
 
     token = secrets.token_urlsafe(16)
-    updates: dict[str, Any] = {"admin_token": token, "default_as_of": None}
+    updates: dict[str, Any] = {"admin_token": SecretStr(token), "default_as_of": None}
     if db_url:
         updates["db_url"] = db_url
     data = DataSettings()
