@@ -135,7 +135,11 @@ def evaluate_run(run_dir: Path, adapter_root: Path | None = None, version: str |
             "generation_runtime": runtime,
             "generation_samples_per_second": len(rows) / runtime,
             **score_rows(answers, rows),
-            "samples": [{"key": r.key, "label": r.label.value, "text": t} for r, t in zip(rows, texts, strict=True)],
+            "samples": [
+                {"key": r.key, "label": r.label.value, "text": t, "probe": a.probe,
+                 "prediction": a.parsed.prediction.value, "read": a.how}
+                for r, t, a in zip(rows, texts, answers, strict=True)
+            ],
         })
         previous = step
         print(f"{path.name}: mse {results[-1]['mse']:.2f} acc {results[-1]['binary_accuracy']:.2f} "

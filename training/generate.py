@@ -33,6 +33,7 @@ _PREDICTION_LINE = re.compile(r"prediction\W*:\s*(?P<pred>[^\n]*)(?:\n\W*analysi
 class ReadAnswer:
     parsed: ParsedAnswer  # sections (empty when missing) and the bin used for the metrics
     how: Literal["parsed", "probed", "unreadable"]
+    probe: str | None = None  # the continuation after the appended Prediction header, if any
 
 
 def batch_generate(
@@ -90,7 +91,7 @@ def read_answer(text: str, probe: str | None = None) -> ReadAnswer:
     """A generated answer as a ParsedAnswer: fully parsed if it can be, else its sections and
     the bin from the probe continuation (or the fallback bin)."""
     try:
-        return ReadAnswer(parse_answer(text), "parsed")
+        return ReadAnswer(parse_answer(text), "parsed", probe)
     except AnswerParseError:
         pass
     parts = sections(text)
@@ -112,6 +113,7 @@ def read_answer(text: str, probe: str | None = None) -> ReadAnswer:
             prediction_text=pred_text, analysis=analysis,
         ),
         how,
+        probe,
     )
 
 
