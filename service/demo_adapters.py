@@ -1,7 +1,7 @@
 """Untrained stand-in adapters, so the service has something to serve before training ran.
 
 ``ensure_demo_adapters`` writes one rank-8 LoRA per base on the tiny model (peft, random
-init so it visibly changes the base model's output) under ``<root>/<base>-fingpt/v0`` with
+init so it visibly changes the base model's output) under ``<root>/fingpt-<base>/v0`` with
 its ``adapter.json``, unless a version of that adapter already exists (a trained one wins).
 """
 
@@ -59,10 +59,11 @@ def write_peft_adapter(
 def ensure_demo_adapters(
     model_dir: Path, root: Path, bases: list[str], base_model: str
 ) -> list[str]:
-    """``<base>-fingpt`` names for ``bases``, writing a stand-in where none exists."""
+    """``fingpt-<base>`` names (as training names them) for ``bases``, writing an untrained
+    stand-in only where no version exists."""
     names = []
     for i, base in enumerate(bases):
-        name = f"{base}-fingpt"
+        name = f"fingpt-{base}"
         if not (root / name).is_dir() or not versions_on_disk(root, name):
             write_peft_adapter(model_dir, root, name, "v0", base, base_model=base_model, seed=i)
         names.append(name)

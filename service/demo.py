@@ -1,0 +1,119 @@
+"""The main job on the embedded default, in one command: ``python -m service.demo``.
+
+Tiny model standing in for both bases, the bundled snapshot, both adapters (the trained ones
+under ``var/adapters`` when training produced them, untrained stand-ins otherwise). It starts
+the real service on a loopback port, then over HTTP: checks readiness, forecasts one ticker,
+sends keyed requests through the 50/50 A/B split (and repeats one key to show stickiness),
+scores the closed week against realized returns, and prints the ``/metrics`` lines that
+matter. Prompts are shortened by default (``--weeks 1 --news 2``) so it finishes in minutes
+on two CPU cores; ``--weeks 4 --news 5`` is the full FinGPT prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+from collections import Counter
+from typing import Any
+
+import httpx
+import uvicorn
+from pydantic import SecretStr
+
+from forecast.settings import DataSettings, market_data_from_settings
+from service.app import create_app
+from service.main import Server, close_engines, prepare_settings, start_engines
+from service.settings import ServiceSettings
+
+SHOWN = re.compile(
+    r"^forecast_(forecasts_total|requests_total|time_to_first_token_seconds_(sum|count)|"
+    r"decode_tokens_per_second_(sum|count)|parse_failures_total|adapter_alias|routing_weight|"
+    r"engine_\w+|adapter_swaps_total|realized_\w+|scored_forecasts|provider_cache_\w+)\b"
+)
+
+
+def show(title: str, payload: Any) -> None:
+    print(f"\n### {title}")
+    print(payload if isinstance(payload, str) else json.dumps(payload, indent=2))
+
+
+async def walkthrough(url: str, token: str, ticker: str, n_ab: int) -> None:
+    admin = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, timeout=None) as c:
+        show("readiness  GET /readyz", (await c.get("/readyz")).json())
+        r = (await c.post("/v1/forecast", json={"ticker": ticker})).json()
+        show(f"forecast  POST /v1/forecast {{ticker: {ticker}}}", {
+            k: r[k] for k in ("ticker", "company", "week_start", "week_end", "prediction",
+                              "parse_error", "adapter", "base_model", "arm", "freshness", "latency")
+        } | {"raw_text": r["raw_text"][:300]})
+        show("routing  GET /v1/routing", (await c.get("/v1/routing", headers=admin)).json())
+        replies = await asyncio.gather(*(
+            c.post("/v1/forecast", json={"ticker": ticker}, headers={"X-Client-Key": f"client-{i}"})
+            for i in range(n_ab)
+        ))
+        split = Counter(f"{x.json()['arm']} -> {x.json()['adapter']}" for x in replies)
+        again = (await c.post("/v1/forecast", json={"ticker": ticker},
+                              headers={"X-Client-Key": "client-0"})).json()["arm"]
+        show(f"A/B split over {n_ab} client keys", dict(split)
+             | {"client-0 first": replies[0].json()["arm"], "client-0 again": again})
+        show("score closed weeks  POST /v1/scorecard/score",
+             (await c.post("/v1/scorecard/score", headers=admin)).json())
+        aliases = (await c.get("/v1/adapters", headers=admin)).json()["aliases"]
+        for alias in aliases:
+            card = (await c.get(f"/v1/adapters/{alias}/scorecard")).json()
+            show(f"scorecard  GET /v1/adapters/{alias}/scorecard", card["versions"])
+        metrics = (await c.get("/metrics")).text
+        show("/metrics (the lines that matter)",
+             "\n".join(line for line in metrics.splitlines() if SHOWN.match(line)))
+
+
+async def run(args: argparse.Namespace) -> None:
+    token = secrets.token_urlsafe(16)
+    data = DataSettings()
+    settings = ServiceSettings(
+        port=args.port, weeks=args.weeks, news_per_week=args.news,
+        max_new_tokens=args.max_new_tokens,
+    )
+    settings = prepare_settings(settings, data, demo_adapters=True)
+    settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+    print(f"adapters: {settings.preload} from {settings.adapter_root}; starting the engines ...")
+    engines = await start_engines(settings)
+    try:
+        app = create_app(settings, engines, market_data_from_settings(data))
+        server = Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning"))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            if serving.done():
+                serving.result()
+            await asyncio.sleep(0.1)
+        try:
+            await walkthrough(f"http://127.0.0.1:{args.port}", token, args.ticker, args.ab_requests)
+        finally:
+            server.should_exit = True
+            await serving
+    finally:
+        await close_engines(engines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m service.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--ticker", default="AAPL")
+    p.add_argument("--ab-requests", type=int, default=8)
+    p.add_argument("--weeks", type=int, default=1)
+    p.add_argument("--news", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
