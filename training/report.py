@@ -157,6 +157,14 @@ def build_report(run_dirs: list[Path], out: Path) -> Path:
         f"- Data window: train {window['train_start']} .. {window['train_end']} "
         f"({window['train_rows']} rows), held back {window['eval_start']} .. {window['eval_end']} "
         f"({window['eval_rows']} rows), up to {window['weeks']} weeks of history per prompt.",
+        *(
+            [
+                "- **Read these as pipeline numbers**: a 135M stand-in model, "
+                f"{window['train_rows']} training rows and a few optimizer steps on a shared CPU. "
+                "They show that every stage runs and is measured, not how the 8B adapters score.",
+            ]
+            if any(r["eval"].get("stands_in_for") for r in runs) else []
+        ),
         "- Kept checkpoint per base: the MSE minimum (ties: lower eval loss, then earlier step).",
         "- Bins `probed`: the generation ended before its `Prediction:` line and the bin was read "
         "from a short greedy continuation after the header; `unreadable` rows count as `U1`.",

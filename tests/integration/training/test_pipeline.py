@@ -76,3 +76,17 @@ def test_a_shipped_adapter_loads_with_peft_and_generates(pipeline: dict[str, Pat
         out = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(pipeline: dict[str, Path]) -> None:
+    import shutil
+
+    from training.run_all import train
+
+    run_dir = pipeline["root"] / "runs" / "llama"
+    shutil.rmtree(run_dir / "checkpoint-2")  # as if killed after the first save
+    train(pipeline["root"] / "micro.json", "llama", run_dir, resume=True)
+    log = json.loads((run_dir / "train_log.json").read_text())
+    assert log["checkpoints"] == ["checkpoint-1", "checkpoint-2"]
+    steps = [e["step"] for e in log["log_history"] if "loss" in e]
+    assert steps == [1, 2]  # step 1 restored from the checkpoint's state, step 2 trained again
