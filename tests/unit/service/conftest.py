@@ -81,8 +81,9 @@ def serve(
     """``async with serve(**settings) as client``: the app started (lifespan) and a client."""
 
     @asynccontextmanager
-    async def run(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(make_settings(**overrides), engines, market, now=clock, rng=random.Random(7))
+    async def run(data: Any = None, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        settings = make_settings(**overrides)
+        app = create_app(settings, engines, data or market, now=clock, rng=random.Random(7))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:

@@ -144,3 +144,32 @@ async def test_openapi_lists_every_route(serve: Any) -> None:
         paths = set((await client.get("/openapi.json")).json()["paths"])
     assert {"/v1/forecast", "/v1/forecast/batch", "/v1/adapters", "/v1/adapters/promote",
             "/v1/routing", "/v1/adapters/{name}/scorecard", "/healthz", "/readyz"} <= paths
+
+
+class StaleNewsMarket:
+    """The snapshot, with news served stale from a cache that counts its answers."""
+
+    def __init__(self, inner: Any) -> None:
+        self.prices = self.profiles = self.financials = inner
+        self.news = self
+        self._inner = inner
+        self.hits, self.misses, self.stale_serves = 5, 2, 0
+
+    def company_news(self, ticker: str, start: Any, end: Any) -> Any:
+        from forecast.types import Fetched
+
+        self.stale_serves += 1
+        fresh = self._inner.company_news(ticker, start, end)
+        return Fetched(fresh.value, source="cache", stale=True, error="provider down")
+
+
+async def test_stale_data_is_flagged_and_counted(serve: Any, market: Any) -> None:
+    async with serve(data=StaleNewsMarket(market)) as client:
+        body = (await client.post("/v1/forecast", json={"ticker": "KO"})).json()
+        metrics = (await client.get("/metrics")).text
+    assert body["freshness"]["stale"] is True
+    assert body["freshness"]["stale_sources"] == ["news"]
+    assert body["freshness"]["sources"]["news"] == "cache"
+    assert 'forecast_stale_forecasts_total{source="news"} 1.0' in metrics
+    assert "forecast_provider_cache_hits_total 5.0" in metrics
+    assert "forecast_provider_cache_stale_serves_total 1.0" in metrics
