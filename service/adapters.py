@@ -252,7 +252,7 @@ class AdapterRegistry:
             if not adapter.retired or adapter.inflight or self._versions.get(adapter.ref) is not adapter:
                 return  # re-promoted, re-acquired or already gone meanwhile
             del self._versions[adapter.ref]
-            self._telemetry.adapter_loaded.remove(adapter.name, adapter.version, adapter.base)
+            self._telemetry.forget_version(adapter.name, adapter.version, adapter.base)
             try:
                 await self._engines[adapter.base].remove_lora(adapter.lora.lora_id)
                 log.info("unloaded adapter %s (LoRA id %d)", adapter.ref, adapter.lora.lora_id)

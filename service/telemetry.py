@@ -9,6 +9,7 @@ cache counters are read at scrape time by :class:`_LiveCollector`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -118,6 +119,14 @@ class Telemetry:
         old = self._alias_labels.pop(alias, None)
         if old is not None:
             self.alias.remove(alias, *old)
+
+    def forget_version(self, adapter: str, version: str, base: str) -> None:
+        """Drop the per-version gauges of an unloaded version (counters keep their history)."""
+        for gauge, labels in (
+            (self.adapter_loaded, (adapter, version, base)), (self.inflight, (adapter, version))
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
 
     def set_weights(self, weights: Iterable[tuple[str, str, float]]) -> None:
         self.routing_weight.clear()

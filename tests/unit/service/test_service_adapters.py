@@ -60,6 +60,7 @@ async def test_hot_swap_lets_in_flight_requests_finish_on_the_old_version(
     assert 'forecast_adapter_alias{adapter="llama-fingpt",alias="llama-fingpt",version="v2"} 1.0' in metrics
     assert 'forecast_adapter_alias{adapter="llama-fingpt",alias="llama-fingpt",version="v1"}' not in metrics
     assert 'forecast_adapter_loaded{adapter="llama-fingpt",base="llama",version="v1"}' not in metrics
+    assert 'forecast_inflight_requests{adapter="llama-fingpt",version="v1"}' not in metrics
 
 
 async def test_failed_load_keeps_the_old_version_serving(
