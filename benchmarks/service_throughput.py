@@ -80,7 +80,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from forecast.providers.snapshot import SnapshotMarketData
     from service.app import create_app
     from service.main import close_engines, prepare_settings, start_engines
-    from service.settings import ServiceSettings
+    from service.settings import EngineSettings, ServiceSettings
 
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
     from forecast.settings import DataSettings
@@ -91,6 +91,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         adapter_root=work / "adapters", db_url=f"sqlite:///{work / 'forecasts.sqlite3'}",
         max_new_tokens=args.max_new_tokens, weeks=args.weeks, news_per_week=args.news,
         with_financials=False, max_inflight=1024,
+        engines=[
+            EngineSettings(base=b, kv_cache_gib=1, max_model_len=4096, dtype=args.dtype)
+            for b in ("llama", "deepseek")
+        ],
     )
     settings = prepare_settings(settings, DataSettings(), demo_adapters=True)
     engines = await start_engines(settings)
@@ -122,6 +126,7 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--weeks", type=int, default=1)
     p.add_argument("--news", type=int, default=1)
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args()
     report = asyncio.run(main_async(args))
