@@ -49,14 +49,14 @@ def run_base(
 
 def run_both(
     config: Path | None, *, runs_dir: Path | None = None, adapter_root: Path | None = None,
-    report_dir: Path | None = None,
+    report_dir: Path | None = None, resume: bool = False,
 ) -> list[Path]:
     """Both bases, one after the other, then the comparison report (when ``report_dir``)."""
     run_dirs = []
     for base in BASES:
         run = load_run(config, base=base)
         run_dir = (runs_dir / base) if runs_dir else default_run_dir(run)
-        run_base(config, base, run_dir=run_dir, adapter_root=adapter_root)
+        run_base(config, base, run_dir=run_dir, adapter_root=adapter_root, resume=resume)
         run_dirs.append(run_dir)
     if report_dir is not None:
         from training.report import build_report
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     one = sub.add_parser("one", help="train, evaluate and ship one base")
     one.add_argument("--base", choices=sorted(BASES), required=True)
-    one.add_argument("--resume", action="store_true")
     both = sub.add_parser("both", help="train, evaluate and ship both bases, then report")
     both.add_argument("--report-dir", type=Path)
     for cmd in (one, both):
+        cmd.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
         cmd.add_argument("--config", type=Path, default=None, help="preset (default: 8B recipe)")
         cmd.add_argument("--adapter-root", type=Path)
     rep = sub.add_parser("report", help="comparison report from evaluated run directories")
@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         report = run_base(args.config, args.base, adapter_root=args.adapter_root, resume=args.resume)
         print(f"{args.base}: kept {report['best_checkpoint']} → {report['adapter_dir']}")
     elif args.command == "both":
-        dirs = run_both(args.config, adapter_root=args.adapter_root, report_dir=args.report_dir)
+        dirs = run_both(
+            args.config, adapter_root=args.adapter_root, report_dir=args.report_dir, resume=args.resume
+        )
         print("runs:", *map(str, dirs))
     elif args.command == "report":
         from training.report import build_report
