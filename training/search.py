@@ -31,7 +31,7 @@ def suggest(trial: Any) -> dict[str, Any]:
     return {
         "r": trial.suggest_categorical("r", list(RANKS)),
         "alpha": trial.suggest_categorical("alpha", list(ALPHAS)),
-        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
         "epochs": trial.suggest_int("epochs", 1, 2),
     }
 
