@@ -37,12 +37,19 @@ def _grouped(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
     return out
 
 
-def bgmv_shrink(inputs, lora_a_weights, output_tensor, lora_indices_tensor, scaling=1.0):  # type: ignore[no-untyped-def]
+Tensor = torch.Tensor
+
+
+def bgmv_shrink(
+    inputs: Tensor, lora_a_weights: Tensor, output_tensor: Tensor, lora_indices_tensor: Tensor, scaling: float = 1.0
+) -> None:
     outputs = _grouped(inputs, lora_a_weights, lora_indices_tensor, output_tensor.dtype)
     output_tensor[:, : outputs.shape[1]] = scaling * outputs
 
 
-def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs=True):  # type: ignore[no-untyped-def]
+def bgmv_expand(
+    inputs: Tensor, lora_b_weights: Tensor, output_tensor: Tensor, lora_indices_tensor: Tensor, add_inputs: bool = True
+) -> None:
     outputs = _grouped(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
@@ -54,9 +61,10 @@ def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_
         output_tensor[:, :common] = outputs[:limit, :common]
 
 
-def bgmv_expand_slice(  # type: ignore[no-untyped-def]
-    inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset, slice_size, add_inputs=True
-):
+def bgmv_expand_slice(
+    inputs: Tensor, lora_b_weights: Tensor, output_tensor: Tensor, lora_indices_tensor: Tensor,
+    slice_offset: int, slice_size: int, add_inputs: bool = True,
+) -> None:
     outputs = _grouped(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     if add_inputs:
         output_tensor[:, slice_offset : slice_offset + slice_size] += outputs
@@ -68,24 +76,25 @@ def _explode(indices: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(indices, seq_lens)
 
 
-def sgmv_shrink(  # type: ignore[no-untyped-def]
-    inputs, lora_a_weights, output_tensor, b_seq_start_loc, seq_len_tensor, lora_indices_tensor,
-    batches, max_seq_length, token_nums, scaling,
-):
+def sgmv_shrink(
+    inputs: Tensor, lora_a_weights: Tensor, output_tensor: Tensor, b_seq_start_loc: Tensor, seq_len_tensor: Tensor,
+    lora_indices_tensor: Tensor, batches: int, max_seq_length: int, token_nums: int, scaling: float,
+) -> None:
     bgmv_shrink(inputs, lora_a_weights, output_tensor, _explode(lora_indices_tensor, seq_len_tensor), scaling)
 
 
-def sgmv_expand(  # type: ignore[no-untyped-def]
-    inputs, lora_b_weights, output_tensor, b_seq_start_loc, seq_len_tensor, lora_indices_tensor,
-    batches, max_seq_length, token_nums, add_inputs=False,
-):
+def sgmv_expand(
+    inputs: Tensor, lora_b_weights: Tensor, output_tensor: Tensor, b_seq_start_loc: Tensor, seq_len_tensor: Tensor,
+    lora_indices_tensor: Tensor, batches: int, max_seq_length: int, token_nums: int, add_inputs: bool = False,
+) -> None:
     bgmv_expand(inputs, lora_b_weights, output_tensor, _explode(lora_indices_tensor, seq_len_tensor), add_inputs)
 
 
-def sgmv_expand_slice(  # type: ignore[no-untyped-def]
-    inputs, lora_b_weights, output_tensor, b_seq_start_loc, seq_len_tensor, lora_indices_tensor,
-    batches, max_seq_length, token_nums, slice_offset, slice_size, add_inputs=False,
-):
+def sgmv_expand_slice(
+    inputs: Tensor, lora_b_weights: Tensor, output_tensor: Tensor, b_seq_start_loc: Tensor, seq_len_tensor: Tensor,
+    lora_indices_tensor: Tensor, batches: int, max_seq_length: int, token_nums: int,
+    slice_offset: int, slice_size: int, add_inputs: bool = False,
+) -> None:
     bgmv_expand_slice(
         inputs, lora_b_weights, output_tensor, _explode(lora_indices_tensor, seq_len_tensor),
         slice_offset, slice_size, add_inputs,
