@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.engine import EngineClient, LoraLoadError, LoraRef
-from service.errors import AdapterError, Conflict, NotFound
+from service.engine import EngineClient, EngineDead, LoraLoadError, LoraRef
+from service.errors import AdapterError, Conflict, NotFound, Unavailable
 from service.manifest import (
     AdapterManifest,
     adapter_dir,
@@ -163,6 +163,8 @@ class AdapterRegistry:
             await engine.add_lora(lora)
         except LoraLoadError as exc:
             raise AdapterError(f"engine could not load {ref}: {exc}", code="engine_load_failed") from exc
+        except EngineDead as exc:
+            raise Unavailable(f"cannot load {ref} now: {exc}", code="engine_unavailable") from exc
         adapter = LoadedAdapter(name, version, manifest, lora, loaded_at=self._clock())
         adapter.drained.set()
         self._versions[ref] = adapter  # only after the engine said yes
@@ -258,6 +260,37 @@ class AdapterRegistry:
                 log.info("unloaded adapter %s (LoRA id %d)", adapter.ref, adapter.lora.lora_id)
             except Exception:
                 log.exception("engine failed to unload %s; dropped from the registry", adapter.ref)
+
+    async def reattach(self, base: str, engine: EngineClient) -> list[str]:
+        """``base``'s engine was replaced by ``engine``: load every version it served there
+        under a fresh LoRA id, keeping the aliases. Retiring versions lost their requests with
+        the old engine and are dropped; so is a version that no longer loads, with its aliases
+        (requests for them then get 404, not a dead adapter). Returns the refs reloaded."""
+        reloaded = []
+        for adapter in [a for a in self.loaded() if a.base == base]:
+            async with self._lock(adapter.name):
+                if self._versions.get(adapter.ref) is not adapter:
+                    continue
+                if adapter.retired:
+                    self._drop(adapter)
+                    continue
+                lora = LoraRef(name=adapter.ref, lora_id=next(self._ids), path=adapter.lora.path)
+                try:
+                    await engine.add_lora(lora)
+                except Exception as exc:
+                    log.error("reloading %s on the new %s engine failed: %s", adapter.ref, base, exc)
+                    self._drop(adapter)
+                    continue
+                adapter.lora = lora
+                reloaded.append(adapter.ref)
+        return reloaded
+
+    def _drop(self, adapter: LoadedAdapter) -> None:
+        for alias in self.aliases_of(adapter.ref):
+            del self._aliases[alias]
+            self._telemetry.drop_alias(alias)
+        del self._versions[adapter.ref]
+        self._telemetry.forget_version(adapter.name, adapter.version, adapter.base)
 
     async def wait_unloaded(self) -> None:
         """Wait for pending unloads (tests and shutdown)."""

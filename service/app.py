@@ -27,6 +27,7 @@ from service.routing import Router
 from service.scoring import Scorer
 from service.settings import ServiceSettings
 from service.state import ServiceState
+from service.supervisor import EngineStarter, EngineSupervisor
 from service.telemetry import Telemetry
 
 
@@ -41,10 +42,14 @@ def create_app(
     *,
     now: Callable[[], dt.datetime] = utc_now,
     rng: random.Random | None = None,
+    restart: EngineStarter | None = None,
 ) -> FastAPI:
+    """With ``restart`` (start a fresh engine for a base), a dead engine is replaced while the
+    app runs (:mod:`service.supervisor`); without it, it stays dead and readiness red."""
     for base, engine in engines.items():
         if engine.info.base != base:
             raise ValueError(f"engine keyed {base!r} serves base {engine.info.base!r}")
+    engines = dict(engines)  # the app's own map: the supervisor swaps engines in it
     telemetry = Telemetry()
     registry = AdapterRegistry(settings.adapter_root, engines, telemetry)
     router = Router(telemetry, salt=settings.routing_salt, rng=rng)
@@ -53,10 +58,18 @@ def create_app(
     forecaster = Forecaster(
         settings, engines, market, registry, router, forecast_log, telemetry, now
     )
+    readiness = Readiness(settings.ready_probe_s, settings.ready_timeout_s)
+    supervisor = None
+    if restart is not None:
+        supervisor = EngineSupervisor(
+            engines, registry, readiness, telemetry, restart,
+            check_s=settings.engine_check_s, backoff_s=settings.restart_backoff_s,
+            backoff_max_s=settings.restart_backoff_max_s, retry_after_s=settings.retry_after_s,
+        )
     state = ServiceState(
         settings=settings, engines=engines, market=market, telemetry=telemetry,
         registry=registry, router=router, forecast_log=forecast_log, scorer=scorer,
-        forecaster=forecaster, readiness=Readiness(settings.ready_probe_s, settings.ready_timeout_s), now=now,
+        forecaster=forecaster, readiness=readiness, now=now, supervisor=supervisor,
     )
     telemetry.watch(
         lambda: {base: e.stats() for base, e in engines.items()},

@@ -34,6 +34,15 @@ class EngineDead(EngineError):
     """The engine process is gone; readiness turns red."""
 
 
+class EngineRestarting(EngineDead):
+    """The engine died and its replacement is starting (the service answers 503 with
+    ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class PromptRejected(EngineError):
     """The engine refused the request itself (e.g. prompt longer than the context)."""
 
@@ -182,11 +191,15 @@ class VLLMEngine:
 
     @classmethod
     def start(cls, settings: EngineSettings) -> VLLMEngine:
-        """Start the engine (blocks ~30 s on CPU in eager mode). Call inside the event loop
-        that will use it: the engine's output loop binds to the running loop."""
+        """Start the engine (blocks ~30 s on CPU in eager mode). Call it inside the event loop
+        that will use it, or in a worker thread (no running loop there): vLLM then starts its
+        output loop on the first call made from the serving loop."""
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from service import lifeline
+
+        lifeline.install()  # the engine core dies with this process, even on SIGKILL
         box = _StatsBox()
         args = AsyncEngineArgs(
             model=settings.model,
@@ -266,9 +279,12 @@ class VLLMEngine:
 
     async def add_lora(self, lora: LoraRef) -> None:
         from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
             ok = await self._llm.add_lora(LoRARequest(lora.name, lora.lora_id, str(lora.path)))
+        except EngineDeadError as exc:
+            raise EngineDead(f"engine {self._info.base} is dead") from exc
         except Exception as exc:  # vLLM wraps worker errors in a bare Exception
             raise LoraLoadError(_first_line(str(exc))) from exc
         if not ok:
@@ -282,6 +298,12 @@ class VLLMEngine:
 
     def stats(self) -> EngineStats:
         return self._box.value
+
+    def core_pids(self) -> list[int]:
+        """PIDs of the engine-core processes (fault-injection tests kill them)."""
+        resources = getattr(self._llm.engine_core, "resources", None)
+        manager = getattr(resources, "engine_manager", None)
+        return [int(p.pid) for p in getattr(manager, "processes", []) if p.pid is not None]
 
     async def health(self) -> None:
         if self._llm.errored or not self._llm.is_running:

@@ -28,7 +28,14 @@ from forecast.templates import SPECS, render_chat
 from forecast.universe import require_member
 from forecast.windows import WEEK, BuiltPrompt, WindowConfig, build_prompt
 from service.adapters import AdapterRegistry, LoadedAdapter
-from service.engine import EngineClient, EngineDead, EngineError, GenerationParams, PromptRejected
+from service.engine import (
+    EngineClient,
+    EngineDead,
+    EngineError,
+    EngineRestarting,
+    GenerationParams,
+    PromptRejected,
+)
 from service.errors import InvalidRequest, Unavailable, service_error_of
 from service.forecast_log import ForecastLog, ForecastRow, new_id, prediction_columns
 from service.routing import Route, Router
@@ -306,6 +313,8 @@ class Forecaster:
 
 
 def _engine_error(exc: Exception) -> Exception:
+    if isinstance(exc, EngineRestarting):
+        return Unavailable(str(exc), code="engine_restarting", retry_after_s=exc.retry_after_s)
     if isinstance(exc, EngineDead):
         return Unavailable(str(exc), code="engine_unavailable")
     if isinstance(exc, PromptRejected):

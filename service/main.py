@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import uvicorn
@@ -55,6 +55,17 @@ async def start_engines(settings: ServiceSettings) -> dict[str, EngineClient]:
     return engines
 
 
+def engine_starter(settings: ServiceSettings) -> Callable[[str], Awaitable[EngineClient]]:
+    """Start a replacement engine for a base, in a worker thread: the serving loop keeps
+    answering (503 for that base, the others as usual) while it loads."""
+    specs = {spec.base: spec for spec in settings.engines}
+
+    async def start(base: str) -> EngineClient:
+        return await asyncio.to_thread(VLLMEngine.start, specs[base])
+
+    return start
+
+
 async def close_engines(engines: Mapping[str, EngineClient]) -> None:
     for engine in engines.values():
         try:
@@ -83,7 +94,7 @@ async def serve(settings: ServiceSettings, market: MarketData) -> None:
 
     engines = await start_engines(settings)
     try:
-        app = create_app(settings, engines, market)
+        app = create_app(settings, engines, market, restart=engine_starter(settings))
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="info", lifespan="on",
             timeout_graceful_shutdown=30,

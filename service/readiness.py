@@ -23,6 +23,10 @@ class Readiness:
         await asyncio.wait_for(self._probe(engine), self._timeout)
         self._last_ok[base] = time.monotonic()
 
+    def forget(self, base: str) -> None:
+        """Probe ``base`` at its next check (its engine was replaced)."""
+        self._last_ok.pop(base, None)
+
     @staticmethod
     async def _probe(engine: EngineClient) -> None:
         params = GenerationParams(max_tokens=1)

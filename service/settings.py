@@ -109,6 +109,11 @@ class ServiceSettings(BaseSettings):
     ready_probe_s: float = Field(default=30.0, gt=0)  # readiness probes an engine this often
     ready_timeout_s: float = Field(default=30.0, gt=0)  # ... and gives up after this long
 
+    # Engine supervision (when the entry point lets the app restart engines).
+    engine_check_s: float = Field(default=2.0, gt=0)  # health of every engine, this often
+    restart_backoff_s: float = Field(default=1.0, gt=0)  # first wait after a failed start
+    restart_backoff_max_s: float = Field(default=60.0, gt=0)  # ... doubling up to this
+
     # Scoring realized accuracy.
     score_interval_s: float = Field(default=3600.0, gt=0)
 

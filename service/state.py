@@ -20,6 +20,7 @@ from service.readiness import Readiness
 from service.routing import Arm, Router
 from service.scoring import Scorer
 from service.settings import ServiceSettings
+from service.supervisor import EngineSupervisor
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class ServiceState:
     forecaster: Forecaster
     readiness: Readiness
     now: Callable[[], dt.datetime]
+    supervisor: EngineSupervisor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -55,6 +57,8 @@ class ServiceState:
         if s.watch_adapters:
             self.tasks.append(asyncio.create_task(self.registry.watch(s.watch_interval_s)))
         self.tasks.append(asyncio.create_task(self._score_forever(s.score_interval_s)))
+        if self.supervisor is not None:
+            self.tasks.append(asyncio.create_task(self.supervisor.run()))
 
     async def _score_forever(self, interval_s: float) -> None:
         while True:
@@ -73,3 +77,5 @@ class ServiceState:
         self.tasks.clear()
         await self.forecaster.drain()
         await self.registry.wait_unloaded()
+        if self.supervisor is not None:
+            await self.supervisor.aclose()

@@ -108,6 +108,14 @@ class Telemetry:
             "forecast_scored_forecasts", "Forecasts whose target week closed and was scored.",
             ("adapter", "version"), registry=r,
         )
+        self.engine_up = Gauge(
+            "forecast_engine_up", "1 while the base's engine serves; 0 while it restarts.",
+            ("base",), registry=r,
+        )
+        self.engine_restarts = Counter(
+            "forecast_engine_restarts", "Engine restarts after a death, by result.",
+            ("base", "result"), registry=r,
+        )
         self._alias_labels: dict[str, tuple[str, str]] = {}
 
     def set_alias(self, alias: str, adapter: str, version: str) -> None:
