@@ -16,6 +16,7 @@ thread, which may end long before the engine should.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -43,14 +44,19 @@ def run_engine_core(*args: Any, **kwargs: Any) -> None:
     """vLLM's engine-core entry, with a watchdog on the parent (runs in the child)."""
     from vllm.v1.engine.core import EngineCoreProc
 
-    watch_parent(os.getppid())
+    watch_parent()
     original = getattr(EngineCoreProc, _ORIGINAL, EngineCoreProc.run_engine_core)  # fork vs spawn
     original(*args, **kwargs)
 
 
-def watch_parent(parent_pid: int, poll_s: float = POLL_S) -> threading.Thread:
-    """Start a daemon thread that SIGKILLs this process once ``parent_pid`` is no longer its
-    parent. A parent that died before this call is caught by the first check."""
+def watch_parent(parent_pid: int | None = None, poll_s: float = POLL_S) -> threading.Thread:
+    """Start a daemon thread that SIGKILLs this process once ``parent_pid`` (default: the
+    process that started this one, as multiprocessing recorded it) is no longer its parent.
+    Taking the pid from the starter, not from ``os.getppid()`` now, catches a parent that
+    died while this child was still importing."""
+    if parent_pid is None:
+        starter = multiprocessing.parent_process()
+        parent_pid = starter.pid if starter is not None and starter.pid else os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent_pid:
