@@ -85,7 +85,8 @@ def machine() -> dict[str, Any]:
             break
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
-            "dtype": cpu_dtype(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "code_revision": rev}
+            "dtype": cpu_dtype(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "code_revision": rev,
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
