@@ -161,7 +161,9 @@ def build_report(run_dirs: list[Path], out: Path) -> Path:
             [
                 "- **Read these as pipeline numbers**: a 135M stand-in model, "
                 f"{window['train_rows']} training rows and a few optimizer steps on a shared CPU. "
-                "They show that every stage runs and is measured, not how the 8B adapters score.",
+                "They show that every stage runs and is measured, not how the 8B adapters score. "
+                "Both bases are the same small model here, so their speed gap is machine load, "
+                "not architecture.",
             ]
             if any(r["eval"].get("stands_in_for") for r in runs) else []
         ),
