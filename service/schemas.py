@@ -84,6 +84,18 @@ class ForecastResponse(BaseModel):
     generated_tokens: int
 
 
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    code: str | int | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of every 4xx/5xx answer (OpenAI's)."""
+
+    error: ErrorDetail
+
+
 class BatchItemError(BaseModel):
     ticker: str
     type: str

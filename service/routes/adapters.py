@@ -7,9 +7,12 @@ from fastapi import APIRouter, status
 from service.adapters import AdapterRegistry, LoadedAdapter
 from service.deps import Admin, State
 from service.errors import InvalidRequest
+from service.routes.responses import ADMIN, BODY, errors
 from service.schemas import AdapterList, AdapterVersionOut, LoadAdapterRequest, PromoteRequest
 
-router = APIRouter(prefix="/v1/adapters", tags=["adapters"], dependencies=Admin)
+router = APIRouter(
+    prefix="/v1/adapters", tags=["adapters"], dependencies=Admin, responses=errors(*ADMIN)
+)
 
 
 def version_out(registry: AdapterRegistry, a: LoadedAdapter, loaded: bool = True) -> AdapterVersionOut:
@@ -32,7 +35,10 @@ async def list_adapters(state: State) -> AdapterList:
     )
 
 
-@router.post("", response_model=AdapterVersionOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", response_model=AdapterVersionOut, status_code=status.HTTP_201_CREATED,
+    responses=errors(*BODY, 404, 503),
+)
 async def load_adapter(body: LoadAdapterRequest, state: State) -> AdapterVersionOut:
     """Load a version from the adapter root (manifest validated, base must match an engine).
     With ``promote`` (default) it then serves ``alias`` (default: its name): the old version
@@ -41,7 +47,7 @@ async def load_adapter(body: LoadAdapterRequest, state: State) -> AdapterVersion
     return version_out(state.registry, adapter)
 
 
-@router.post("/promote", response_model=AdapterVersionOut)
+@router.post("/promote", response_model=AdapterVersionOut, responses=errors(*BODY, 404))
 async def promote(body: PromoteRequest, state: State) -> AdapterVersionOut:
     """Point ``alias`` at a loaded ``name@version`` in one step."""
     if "@" not in body.adapter:
@@ -50,7 +56,9 @@ async def promote(body: PromoteRequest, state: State) -> AdapterVersionOut:
     return version_out(state.registry, adapter)
 
 
-@router.delete("/{name}/versions/{version}", response_model=AdapterVersionOut)
+@router.delete(
+    "/{name}/versions/{version}", response_model=AdapterVersionOut, responses=errors(404, 409, 422)
+)
 async def unload(name: str, version: str, state: State) -> AdapterVersionOut:
     """Unload a version that serves no alias, after its in-flight requests finish."""
     adapter = await state.registry.unload(f"{name}@{version}")

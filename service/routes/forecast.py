@@ -12,19 +12,12 @@ from sse_starlette import EventSourceResponse
 
 from service.deps import ClientKey, State
 from service.errors import error_body, service_error_of
+from service.routes.responses import BODY, errors
 from service.schemas import ForecastRequest, ForecastResponse
 
 router = APIRouter(prefix="/v1", tags=["forecast"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text}
-    for code, text in (
-        (404, "Unknown ticker, or not a Dow 30 member on that date; unknown adapter."),
-        (413, "Body too large."),
-        (422, "Invalid body; a future date; no data for that date."),
-        (503, "Over capacity or engine unavailable (Retry-After)."),
-    )
-}
+ERRORS = errors(*BODY, 404, 503)
 ARM_HEADER = "X-Forecast-Arm"
 
 

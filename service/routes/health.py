@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from service.deps import State
 from service.errors import Unavailable
+from service.routes.responses import errors
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +19,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 async def readyz(state: State) -> dict[str, object]:
     """Every engine is alive and has answered a generation recently."""
     bases = sorted(state.engines)

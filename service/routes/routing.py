@@ -6,10 +6,13 @@ from fastapi import APIRouter
 
 from service.deps import Admin, State
 from service.errors import InvalidRequest, NotFound
+from service.routes.responses import ADMIN, BODY, errors
 from service.routing import Arm, RoutingTable
 from service.schemas import ArmOut, RoutingIn, RoutingOut
 
-router = APIRouter(prefix="/v1/routing", tags=["routing"], dependencies=Admin)
+router = APIRouter(
+    prefix="/v1/routing", tags=["routing"], dependencies=Admin, responses=errors(*ADMIN)
+)
 
 
 def routing_out(table: RoutingTable) -> RoutingOut:
@@ -26,7 +29,7 @@ async def get_routing(state: State) -> RoutingOut:
     return routing_out(state.router.table)
 
 
-@router.put("", response_model=RoutingOut)
+@router.put("", response_model=RoutingOut, responses=errors(*BODY))
 async def set_routing(body: RoutingIn, state: State) -> RoutingOut:
     """Replace the table. Every arm's adapter (and the shadow) must be a served alias."""
     for alias in [a.adapter for a in body.arms] + ([body.shadow] if body.shadow else []):

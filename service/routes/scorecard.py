@@ -10,6 +10,7 @@ from service.deps import Admin, State
 from service.errors import NotFound
 from service.forecast_log import Scorecard
 from service.manifest import SEGMENT
+from service.routes.responses import ADMIN, errors
 from service.schemas import ScorecardOut, ScorecardResponse
 
 router = APIRouter(tags=["scorecard"])
@@ -24,7 +25,9 @@ def card_out(c: Scorecard) -> ScorecardOut:
     )
 
 
-@router.get("/v1/adapters/{name}/scorecard", response_model=ScorecardResponse)
+@router.get(
+    "/v1/adapters/{name}/scorecard", response_model=ScorecardResponse, responses=errors(404, 422)
+)
 async def scorecard(
     state: State, name: str = Path(pattern=SEGMENT.pattern)
 ) -> ScorecardResponse:
@@ -40,7 +43,7 @@ async def scorecard(
     )
 
 
-@router.post("/v1/scorecard/score", dependencies=Admin)
+@router.post("/v1/scorecard/score", dependencies=Admin, responses=errors(*ADMIN))
 async def score_now(state: State) -> dict[str, int]:
     """Fill realized returns of every forecast whose target week has closed."""
     updated = await anyio.to_thread.run_sync(state.scorer.score_pending)
