@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from forecast.providers.base import MarketData
 from service.adapters import AdapterRegistry
 from service.engine import EngineClient, EngineStats
-from service.errors import PayloadTooLarge, error_body, install_error_handlers
+from service.errors import error_body, install_error_handlers
 from service.forecast_log import ForecastLog
 from service.forecaster import Forecaster
 from service.readiness import Readiness
@@ -113,7 +113,11 @@ def engine_stats(engines: Mapping[str, EngineClient]) -> dict[str, EngineStats]:
 
 
 class BodyLimit:
-    """413 for bodies over ``max_bytes``, by Content-Length or while streaming in."""
+    """413 for bodies over ``max_bytes``, by Content-Length or while streaming in.
+
+    The body is read here, up to the limit, before the app sees the request: raising from
+    inside the app's ``receive`` would reach FastAPI's body parser, which turns any error
+    into a 400. The limit is small (64 KiB by default), so buffering is cheap."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -127,18 +131,27 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await self._reject(send)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLarge(f"body over {self.max_bytes} bytes")
-            return message
+            if message["type"] != "http.request":
+                return  # the client left before its body was in
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._reject(send)
+                return
+            if not message.get("more_body", False):
+                break
+        first: Message | None = {"type": "http.request", "body": bytes(body), "more_body": False}
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+                return message
+            return await receive()  # after the body: the disconnect, for streamed answers
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
         import json

@@ -65,16 +65,16 @@ def serve(
     engines: dict[str, FakeEngine],
     market: SnapshotMarketData,
 ) -> Callable[..., Any]:
-    """``async with serve(restart=..., data=..., **settings) as client``: the app started
-    (lifespan) and an in-process client; ``client.app`` is the app."""
+    """``async with serve(restart=..., data=..., now=..., **settings) as client``: the app
+    started (lifespan) and an in-process client; ``client.app`` is the app."""
 
     @asynccontextmanager
     async def run(
-        data: Any = None, restart: Any = None, **overrides: Any
+        data: Any = None, restart: Any = None, now: dt.datetime = TODAY, **overrides: Any
     ) -> AsyncIterator[httpx.AsyncClient]:
         settings = make_settings(**overrides)
         app = create_app(
-            settings, engines, data or market, now=lambda: TODAY, rng=random.Random(7),
+            settings, engines, data or market, now=lambda: now, rng=random.Random(7),
             restart=restart,
         )
         async with app.router.lifespan_context(app):

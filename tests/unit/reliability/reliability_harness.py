@@ -44,3 +44,8 @@ def serve_http(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def logged_forecasts(client: Any) -> int:
+    """Rows in the forecast log of the app behind an in-process ``client``."""
+    return int(client.app.state.service.forecast_log.count())
