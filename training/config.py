@@ -100,14 +100,13 @@ class EvalSettings:
 
     max_new_tokens: int = 512
     # A generation that ran out of tokens before its ``Prediction:`` line gets the header
-    # appended and ``probe_tokens`` more greedy tokens, so every row yields the model's own bin
-    # (counted apart in the metrics as ``probed``).
+    # appended and the bin phrase the model scores highest after it, so every row yields the
+    # model's own bin (counted apart in the metrics as ``probed``).
     force_prediction: bool = True
-    probe_tokens: int = 12
 
     def validate(self) -> None:
-        if self.max_new_tokens < 1 or self.probe_tokens < 1:
-            raise ValueError("token budgets must be positive")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be positive")
 
 
 @dataclass(frozen=True)

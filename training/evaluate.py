@@ -100,7 +100,7 @@ def evaluate_run(run_dir: Path, adapter_root: Path | None = None, version: str |
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     split, rows = held_back(files, tokenizer)
-    budget = run.data.max_length - run.eval.max_new_tokens - run.eval.probe_tokens - 32
+    budget = run.data.max_length - run.eval.max_new_tokens - 32  # room for the probe header
     prompts = []
     for r in rows:
         fitted = fit_prompt(r.prompt, tokenizer, fmt, budget)
@@ -121,8 +121,7 @@ def evaluate_run(run_dir: Path, adapter_root: Path | None = None, version: str |
         model = PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
         t0 = time.perf_counter()
         texts, answers = generate_and_read(
-            model, tokenizer, prompts, fmt, run.eval.max_new_tokens, run.eval.probe_tokens,
-            run.eval.force_prediction,
+            model, tokenizer, prompts, fmt, run.eval.max_new_tokens, run.eval.force_prediction,
         )
         runtime = time.perf_counter() - t0
         results.append({

@@ -1,10 +1,11 @@
 """Greedy batched generation and lenient reading of (possibly cut-off) generated answers.
 
-A small ``max_new_tokens`` (the CPU slice uses 96) ends most answers before their
-``Prediction:`` line. With ``force_prediction`` such an answer is continued from its own text
-plus the ``[Prediction & Analysis]:\\nPrediction:`` header for a few greedy tokens, so the bin is
-still the model's own; these rows are counted as ``probed``. A bin that cannot be read at all
-falls back to ``U1`` and is counted as ``unreadable``.
+A small ``max_new_tokens`` (the CPU slice uses 64) ends most answers before their
+``Prediction:`` line. With ``force_prediction`` such an answer gets the
+``[Prediction & Analysis]:\\nPrediction:`` header appended to its own text and the bin is the
+one of the twelve bin phrases the model scores highest there (constrained decoding), so it is
+still the model's own; these rows are counted as ``probed``. Without it, a bin that cannot be
+read falls back to ``U1`` and is counted as ``unreadable``.
 """
 
 from __future__ import annotations
@@ -117,19 +118,48 @@ def read_answer(text: str, probe: str | None = None) -> ReadAnswer:
     )
 
 
+def bin_phrase(b: Bin) -> str:
+    """`` Up by 2-3%``: a bin as the answer writes it after ``Prediction:``."""
+    phrase = b.phrase()
+    return f" {phrase[0].upper()}{phrase[1:]}"
+
+
+def most_likely_bin(model: Any, tokenizer: Any, context: list[int]) -> Bin:
+    """The bin whose phrase the model finds most likely after ``context`` (constrained greedy
+    decoding over the twelve valid continuations: one pass over the context, then the twelve
+    phrases together on a copy of its KV cache)."""
+    import torch
+
+    bins = list(Bin)
+    cands = [list(tokenizer(bin_phrase(b), add_special_tokens=False)["input_ids"]) for b in bins]
+    width = max(len(c) for c in cands)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([context]), use_cache=True)
+        first = out.logits[0, -1].log_softmax(-1)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(len(cands))
+        ids = torch.tensor([c + [c[-1]] * (width - len(c)) for c in cands])
+        real = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in cands])
+        mask = torch.cat([torch.ones(len(cands), len(context), dtype=torch.long), real], dim=1)
+        logp = model(input_ids=ids, attention_mask=mask, past_key_values=cache).logits.log_softmax(-1)
+    scores = []
+    for i, c in enumerate(cands):
+        total = float(first[c[0]])
+        total += sum(float(logp[i, j - 1, c[j]]) for j in range(1, len(c)))
+        scores.append(total)
+    return bins[max(range(len(bins)), key=scores.__getitem__)]
+
+
 def generate_and_read(
     model: Any, tokenizer: Any, prompts: Sequence[list[int]], fmt: ChatFormat,
-    max_new_tokens: int, probe_tokens: int, force_prediction: bool = True, batch_size: int = 8,
+    max_new_tokens: int, force_prediction: bool = True, batch_size: int = 8,
 ) -> tuple[list[str], list[ReadAnswer]]:
     texts = batch_generate(model, tokenizer, prompts, max_new_tokens, fmt, batch_size)
     probes: list[str | None] = [None] * len(texts)
     if force_prediction:
-        todo = [i for i, t in enumerate(texts) if read_answer(t).how != "parsed"]
-        if todo:
-            cont = [
-                prompts[i] + list(tokenizer(probe_text(texts[i]), add_special_tokens=False)["input_ids"])
-                for i in todo
-            ]
-            for i, probe in zip(todo, batch_generate(model, tokenizer, cont, probe_tokens, fmt, batch_size), strict=True):
-                probes[i] = probe
+        for i, text in enumerate(texts):
+            if read_answer(text).how == "parsed":
+                continue
+            context = prompts[i] + list(tokenizer(probe_text(text), add_special_tokens=False)["input_ids"])
+            probes[i] = bin_phrase(most_likely_bin(model, tokenizer, context))
     return texts, [read_answer(t, p) for t, p in zip(texts, probes, strict=True)]

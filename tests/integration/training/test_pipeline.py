@@ -18,7 +18,7 @@ MICRO = {  # the CPU preset, cut to two rows and two one-step checkpoints per ba
     "data": {"cutoff": "2023-10-01", "max_length": 1024, "train_rows": 2, "eval_rows": 2},
     "train": {"epochs": 1, "learning_rate": 0.001, "grad_accum": 1, "save_steps": 1,
               "warmup_ratio": 0.0, "lr_scheduler": "constant", "deepspeed_config": "ds_zero2_adamw.json"},
-    "eval": {"max_new_tokens": 8, "probe_tokens": 6},
+    "eval": {"max_new_tokens": 8},
 }
 
 
