@@ -3,7 +3,7 @@
     python -m training search --trials 3 [--config training/configs/search_tiny.json]
 
 Each trial is a real pipeline run (deepspeed fine-tune → per-checkpoint evaluation → the MSE
-minimum) in ``<runs_dir>/trial-NNN``; its objective is that kept checkpoint's MSE, with eval
+minimum) in ``<runs_dir>/<study>/trial-NNN``; its objective is that kept checkpoint's MSE, with eval
 loss, binary accuracy and the kept step stored as trial attributes. The study lives in SQLite
 (``var/search/study.sqlite3`` by default), so a rerun continues it instead of starting over;
 a trial whose fine-tune fails is recorded as failed and the search goes on.
@@ -75,9 +75,10 @@ def run_search(
     raw = json.loads(config.read_text())
     storage = storage or DEFAULT_STORAGE
     storage.parent.mkdir(parents=True, exist_ok=True)
-    search_dir = Path(raw.get("runs_dir", "var/search/runs"))
+    study_name = study_name or f"fingpt-{base}-{config.stem}"
+    search_dir = Path(raw.get("runs_dir", "var/search/runs")) / study_name  # trial dirs per study
     study = optuna.create_study(
-        study_name=study_name or f"fingpt-{base}-{config.stem}",
+        study_name=study_name,
         storage=f"sqlite:///{storage}",
         direction="minimize",
         load_if_exists=True,  # the persistent study: a rerun adds trials to it

@@ -46,6 +46,6 @@ def test_study_minimizes_mse_and_persists(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(study.trials) == 3 and len(calls) == 3
     again = search.run_search(2, config=preset, storage=storage, study_name="t")
     assert len(again.trials) == 5  # continued, not restarted
-    summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())
     assert summary["best"]["mse"] == min(t["mse"] for t in summary["trials"])
     assert set(summary["best"]["params"]) == {"r", "alpha", "learning_rate", "epochs"}
