@@ -23,6 +23,7 @@ from forecast.errors import (
     RateLimitedError,
     UnknownTickerError,
 )
+from forecast.providers.cache import redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,19 @@ def service_error_of(exc: BaseException) -> ServiceError:
         return NotFound(str(exc), code="unknown_ticker")
     if isinstance(exc, NoDataError):
         return InvalidRequest(str(exc), code="no_data")
+    # Providers mask their keys; ``token=``/``apikey=`` values are masked here again.
     if isinstance(exc, RateLimitedError):
-        return Unavailable(f"market data provider rate-limited: {exc}", code="provider_rate_limited")
+        return Unavailable(
+            f"market data provider rate-limited: {redact_secrets(str(exc))}",
+            code="provider_rate_limited",
+        )
     if isinstance(exc, ProviderAuthError):
         # Never echo provider messages here: they may quote credentials.
         return Unavailable("market data provider refused our credentials", code="provider_auth")
     if isinstance(exc, ProviderError):
-        return Unavailable(f"market data provider failed: {exc}", code="provider_error")
+        return Unavailable(
+            f"market data provider failed: {redact_secrets(str(exc))}", code="provider_error"
+        )
     return ServiceError("internal error")
 
 
@@ -129,8 +136,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
         err = service_error_of(exc)
-        if err.status >= 500 and not isinstance(exc, ServiceError):
-            log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        if type(err) is ServiceError and not isinstance(exc, ServiceError):
+            log.error("unhandled %s", type(exc).__name__, exc_info=exc)  # a bug: keep the trace
+        elif err.status >= 500:
+            log.warning("%s: %s", err.code, err.message)  # the client's message: no secrets
         return _response(err)
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
