@@ -1,7 +1,8 @@
 """``create_app(settings, engines, market)``: the FastAPI app over already-started engines.
 
-The app owns no engine: the caller (``service.main`` or a test) starts them, passes them in
-keyed by base (``"llama"``, ``"deepseek"``), and shuts them down. Nothing here reads the
+The app owns no engine it was given: the caller (``service.main`` or a test) starts them,
+passes them in keyed by base (``"llama"``, ``"deepseek"``), and shuts them down. With a
+``restart`` hook the app replaces dead engines itself, and closes those replacements. Nothing here reads the
 environment; time and randomness are injectable so tests are exact.
 """
 
