@@ -54,10 +54,11 @@ def plot_metric(runs: list[dict[str, Any]], key: str, label: str, out: Path) -> 
         points = [(c["step"], c[key]) for c in run["eval"]["checkpoints"] if c.get(key) is not None]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=run["base"])
-    if key in ("mse", "binary_accuracy"):
-        for name, score in runs[0]["eval"]["baselines"].items():
-            ax.axhline(score[key], linestyle=":", linewidth=1, color="grey")
-            ax.annotate(name, (ax.get_xlim()[0], score[key]), fontsize=7, color="grey")
+    if key in ("mse", "binary_accuracy"):  # each base's slice has its own baselines
+        for run in runs:
+            for name, score in run["eval"]["baselines"].items():
+                ax.axhline(score[key], linestyle=":", linewidth=1, color="grey")
+                ax.annotate(f"{run['base']} {name}", (ax.get_xlim()[0], score[key]), fontsize=6, color="grey")
     ax.set(xlabel="checkpoint step", ylabel=label, title=f"{label} per checkpoint")
     ax.legend()
     return _save(fig, out / f"{key}.png")
@@ -130,10 +131,22 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 
 def baselines_table(runs: list[dict[str, Any]]) -> str:
-    lines = ["| baseline | n | MSE | binary acc |", "|---|---|---|---|"]
-    for name, s in runs[0]["eval"]["baselines"].items():
-        lines.append(f"| {name} | {s['n']} | {s['mse']:.2f} | {s['binary_accuracy']:.2f} |")
+    lines = ["| base | baseline | n | MSE | binary acc |", "|---|---|---|---|---|"]
+    for run in runs:
+        for name, s in run["eval"]["baselines"].items():
+            lines.append(
+                f"| {run['base']} | {name} | {s['n']} | {s['mse']:.2f} | {s['binary_accuracy']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def window_line(run: dict[str, Any]) -> str:
+    w = run["eval"]["window"]
+    return (
+        f"- {run['base']} data window: train {w['train_start']} .. {w['train_end']} "
+        f"({w['train_rows']} rows), held back {w['eval_start']} .. {w['eval_end']} "
+        f"({w['eval_rows']} rows), up to {w['weeks']} weeks of history per prompt."
+    )
 
 
 def build_report(run_dirs: list[Path], out: Path) -> Path:
@@ -154,9 +167,9 @@ def build_report(run_dirs: list[Path], out: Path) -> Path:
                if r["eval"].get("stands_in_for") else ".")
             for r in runs
         ],
-        f"- Data window: train {window['train_start']} .. {window['train_end']} "
-        f"({window['train_rows']} rows), held back {window['eval_start']} .. {window['eval_end']} "
-        f"({window['eval_rows']} rows), up to {window['weeks']} weeks of history per prompt.",
+        *[window_line(r) for r in runs],
+        "- Each base's slice is the rows that fit `max_length` in *its* chat format, spread over "
+        "the dates, so the two slices (and their baselines) can differ.",
         *(
             [
                 "- **Read these as pipeline numbers**: a 135M stand-in model, "
@@ -168,13 +181,14 @@ def build_report(run_dirs: list[Path], out: Path) -> Path:
             if any(r["eval"].get("stands_in_for") for r in runs) else []
         ),
         "- Kept checkpoint per base: the MSE minimum (ties: lower eval loss, then earlier step).",
-        "- Bins `probed`: the generation ended before its `Prediction:` line and the bin was read "
-        "from a short greedy continuation after the header; `unreadable` rows count as `U1`.",
+        "- Bins `probed`: the generation ended before its `Prediction:` line, so the header was "
+        "appended and the bin is the bin phrase the model scores highest there (constrained "
+        "decoding); `unreadable` rows (probe off) count as `U1`.",
         "",
         "## Per checkpoint",
         "",
         table(runs),
-        "## Naive baselines on the same held-back rows",
+        "## Naive baselines on each base's held-back rows",
         "",
         baselines_table(runs),
         "## Plots",
@@ -185,7 +199,7 @@ def build_report(run_dirs: list[Path], out: Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     summary = [{"base": r["base"], "kept": kept(r), "baselines": r["eval"]["baselines"],
-                "train_metrics": r["eval"]["train_metrics"], "window": window} for r in runs]
+                "train_metrics": r["eval"]["train_metrics"], "window": r["eval"]["window"]} for r in runs]
     for s in summary:
         s["kept"] = {k: v for k, v in s["kept"].items() if k != "samples"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -48,6 +48,6 @@ def test_report_from_two_runs(tmp_path: Path) -> None:
         assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
     assert "| llama (tiny) | checkpoint-4 **(kept)** |" in text
     assert "| deepseek (tiny) | checkpoint-2 **(kept)** |" in text
-    assert "| momentum | 4 | 20.00 | 0.25 |" in text
+    assert "| deepseek | momentum | 4 | 20.00 | 0.25 |" in text
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert [s["kept"]["checkpoint"] for s in summary] == ["checkpoint-4", "checkpoint-2"]
