@@ -171,3 +171,24 @@ async def test_without_a_restart_hook_a_dead_engine_stays_red(serve: Any, engine
     assert client.app.state.service.supervisor is None  # type: ignore[attr-defined]
     assert ready.status_code == 503 and r.status_code == 503
     assert error_of(r)["code"] == "engine_unavailable"
+
+
+async def test_the_service_restarts_engines_from_a_worker_thread(
+    make_settings: Any, monkeypatch: Any
+) -> None:
+    import threading
+
+    from service import main
+    from service.settings import EngineSettings
+
+    calls: list[tuple[str, bool]] = []
+
+    def start(spec: EngineSettings) -> FakeEngine:
+        calls.append((spec.base, threading.current_thread() is threading.main_thread()))
+        return FakeEngine(spec.base)
+
+    monkeypatch.setattr(main.VLLMEngine, "start", start)
+    settings = make_settings(engines=[{"base": "llama"}, {"base": "deepseek", "max_loras": 2}])
+    engine = await main.engine_starter(settings)("deepseek")
+    assert engine.info.base == "deepseek"
+    assert calls == [("deepseek", False)]  # the serving loop keeps answering meanwhile
