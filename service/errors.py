@@ -136,10 +136,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
         err = service_error_of(exc)
-        if type(err) is ServiceError and not isinstance(exc, ServiceError):
-            log.error("unhandled %s", type(exc).__name__, exc_info=exc)  # a bug: keep the trace
-        elif err.status >= 500:
-            log.warning("%s: %s", err.code, err.message)  # the client's message: no secrets
+        if not isinstance(exc, ServiceError):
+            if type(err) is ServiceError:  # unmapped: a bug, keep the trace
+                log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+            elif err.status >= 500:  # a failing dependency: its masked message, no trace
+                log.warning("%s: %s", err.code, err.message)
         return _response(err)
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
