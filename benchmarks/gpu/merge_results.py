@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 
 def merge_train(paths, out_dir):
-    runs = [json.load(open(p)) for p in paths]
+    runs = [json.loads(Path(p).read_text()) for p in paths]
     res = dict(runs[0])
     res["variants"] = []
     res["calls"] = []
@@ -68,7 +69,7 @@ def merge_train(paths, out_dir):
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "gpu_train.png"), dpi=110)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         print("no png:", e)
     return res
 
@@ -76,7 +77,7 @@ def merge_train(paths, out_dir):
 def merge_vllm(paths, out_dir, extra):
     res = None
     for p in paths:
-        r = json.load(open(p))
+        r = json.loads(Path(p).read_text())
         if res is None:
             res = dict(r)
             res["phases"] = {}
@@ -138,7 +139,7 @@ def main():
         r = merge_train(a.train, a.out)
         print(json.dumps(r["summary"], indent=1))
     if a.vllm:
-        extra = json.load(open(a.vllm_extra)) if a.vllm_extra else {}
+        extra = json.loads(Path(a.vllm_extra).read_text()) if a.vllm_extra else {}
         r = merge_vllm(a.vllm, a.out, extra)
         print(json.dumps(r["summary"], indent=1))
 

@@ -20,10 +20,10 @@ No timing assertions: this only measures and writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import inspect
 import json
-import math
 import os
 import platform
 import random
@@ -121,10 +121,8 @@ def set_attn(model, impl):
     for mod in m.modules():
         c = getattr(mod, "config", None)
         if c is not None and c is not m.config and hasattr(c, "_attn_implementation"):
-            try:
+            with contextlib.suppress(Exception):
                 c._attn_implementation = impl
-            except Exception:
-                pass
 
 
 def set_gc(model, mode: str):
@@ -152,7 +150,7 @@ def _get_varlen():
             from torch.nn.attention.varlen import varlen_attn
 
             _VARLEN = varlen_attn
-        except Exception:  # noqa: BLE001
+        except Exception:
             _VARLEN = False
     return _VARLEN
 
@@ -203,7 +201,7 @@ def register_varlen():
 
     try:
         from transformers.masking_utils import AttentionMaskInterface
-    except Exception:  # noqa: BLE001
+    except Exception:
         AttentionMaskInterface = None
     AttentionInterface.register("varlen_flash", varlen_attention_forward)
     if AttentionMaskInterface is not None:
@@ -256,10 +254,10 @@ def packed_batches(n, rows, seq, vocab, device, seed, lens):
             ids.append(torch.zeros(pad, dtype=torch.long))
             labels.append(torch.full((pad,), -100, dtype=torch.long))
             pos.append(torch.arange(pad))
-            seglens = docs + [pad]
+            seglens = [*docs, pad]
         else:
             seglens = list(docs)
-        cu = torch.tensor([0] + list(torch.tensor(seglens).cumsum(0).tolist()), dtype=torch.int32)
+        cu = torch.tensor([0, *list(torch.tensor(seglens).cumsum(0).tolist())], dtype=torch.int32)
         out.append({
             "input_ids": torch.cat(ids)[None].to(device), "labels": torch.cat(labels)[None].to(device),
             "position_ids": torch.cat(pos)[None].to(device),
@@ -498,7 +496,7 @@ def run_variant(ctx, v):
         del opt, sched, batches
     except torch.OutOfMemoryError as e:
         row["error"] = "OOM: " + str(e).split("\n")[0][:300]
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         row["error"] = f"{type(e).__name__}: {str(e)[:500]}"
         row["traceback"] = traceback.format_exc()[-2000:]
     finally:
@@ -553,7 +551,7 @@ def main():
         import peft
 
         peft_v = peft.__version__
-    except Exception:  # noqa: BLE001
+    except Exception:
         peft_v = None
     gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or "cpu"
     ctx.peak = next((v for k, v in PEAK_BF16_DENSE.items() if k in gpu), 989e12)
@@ -622,7 +620,7 @@ def main():
             del x, y, big, big2
             torch.cuda.empty_cache()
             log(f"GPU {gpu}: GEMM {result['measured_gemm_tflops']:.0f} TFLOP/s, copy {result['measured_copy_TBps']:.2f} TB/s")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             result["ceiling_error"] = repr(e)
 
     t0 = time.perf_counter()
@@ -662,7 +660,7 @@ def main():
             result["packing_check"] = {"loss_varlen": l_var, "loss_sdpa_blockmask": l_mask, "loss_per_doc": tot / cnt,
                                        "docs": b["doc_lens"]}
             log(f"packing check: varlen {l_var:.5f}  sdpa-mask {l_mask:.5f}  per-doc {tot/cnt:.5f}")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             result["packing_check"] = {"error": repr(e)[:500]}
             log("packing check failed", repr(e)[:300])
         finally:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 
 PROMPT_LEN = 1500
 OUT_LEN = 256
@@ -120,11 +121,10 @@ def phase_vllm(args, lora, fp8=False):
 
     try:
         from vllm.inputs import TokensPrompt
-    except Exception:  # noqa: BLE001
-        TokensPrompt = dict  # noqa: N806
-    from vllm.lora.request import LoRARequest
-
+    except Exception:
+        TokensPrompt = dict
     import vllm
+    from vllm.lora.request import LoRARequest
 
     res = {"gpu": torch.cuda.get_device_name(0), "vllm": vllm.__version__, "torch": torch.__version__, "lora_engine": lora}
     t0 = time.perf_counter()
@@ -162,7 +162,7 @@ def phase_vllm(args, lora, fp8=False):
         ttfts = [run(prompts(1, seed + i), sp1, lr)[0] for i in range(3)]
         seed += 3
         e2e = []
-        for i in range(3):
+        for _i in range(3):
             dt, nt = run(prompts(1, seed), sp, lr)
             seed += 1
             e2e.append((dt, nt))
@@ -173,7 +173,7 @@ def phase_vllm(args, lora, fp8=False):
                           "decode_tok_per_s": (nt - 1) / max(1e-9, dt - ttft), "runs_s": [x[0] for x in e2e]}
         for conc in (16, 64):
             rs = []
-            for rep in range(2):
+            for _rep in range(2):
                 rs.append(run(prompts(conc, seed), sp, lr))
                 seed += conc
             rs.sort()
@@ -201,7 +201,7 @@ def child(args):
         else:
             raise ValueError(args.phase)
         r["ok"] = True
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         r = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:1500]}", "traceback": traceback.format_exc()[-4000:]}
         log(r["traceback"])
     with open(args.phase_out, "w") as f:
@@ -237,7 +237,7 @@ def main():
               "phases": {}}
     try:
         result["lora_params"] = write_lora(args.lora_dir, args.model_dir)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         result["lora_write_error"] = repr(e)[:500]
 
     def dump():
@@ -256,7 +256,7 @@ def main():
             subprocess.run(cmd, timeout=args.phase_timeout, check=False)
         except subprocess.TimeoutExpired:
             log(f"phase {ph} timed out after {args.phase_timeout}s")
-        r = json.load(open(po)) if os.path.exists(po) else {"ok": False, "error": "no result (timeout or crash)"}
+        r = json.loads(Path(po).read_text()) if os.path.exists(po) else {"ok": False, "error": "no result (timeout or crash)"}
         r["phase_wall_s"] = time.perf_counter() - t
         result["phases"][ph] = r
         dump()
