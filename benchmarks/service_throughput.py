@@ -76,6 +76,23 @@ async def run_case(
     }
 
 
+async def run_batch_case(client: httpx.AsyncClient, adapter: str, engine_slots: int) -> dict[str, Any]:
+    """The Dow 30 batch wall time against one forecast's time × 30 / the engine's batch slots."""
+    t0 = time.perf_counter()
+    single = await client.post("/v1/forecast", json={"ticker": "AAPL", "adapter": adapter})
+    single_s = time.perf_counter() - t0
+    single.raise_for_status()
+    t0 = time.perf_counter()
+    r = await client.post("/v1/forecast/batch", json={"adapter": adapter})
+    batch_s = time.perf_counter() - t0
+    r.raise_for_status()
+    n = len(r.json()["forecasts"]) + len(r.json()["errors"])
+    ideal = single_s * n / engine_slots
+    return {"adapter": adapter, "tickers": n, "errors": len(r.json()["errors"]), "single_s": single_s,
+            "batch_s": batch_s, "engine_slots": engine_slots, "ideal_s": ideal, "batch_over_ideal": batch_s / ideal,
+            "goal_batch_over_ideal": 1.2}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from forecast.providers.snapshot import SnapshotMarketData
     from service.app import create_app
@@ -107,6 +124,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await run_case(c, "warm-up", aliases, len(aliases), len(aliases))
                 cases = [await run_case(c, a, [a], args.requests, args.concurrency) for a in aliases]
                 cases.append(await run_case(c, "A/B 50/50", aliases, args.requests, args.concurrency))
+                batch = await run_batch_case(c, aliases[0], settings.engines[0].max_num_seqs)
     finally:
         await close_engines(engines)
     return {
@@ -116,6 +134,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_avg_at_end": os.getloadavg()},
         "cases": cases,
+        "dow30_batch": batch,
     }
 
 
@@ -137,6 +156,9 @@ def main() -> None:
     for c in report["cases"]:
         print(f"{c['case']:<22}{c['requests']:>4}{c['forecasts_per_s']:>8.3f}{c['ttft_p50_s']:>10.2f}"
               f"{c['ttft_p95_s']:>10.2f}{c['total_p50_s']:>9.2f}{(c['decode_tokens_per_s_median'] or 0):>11.2f}")
+    b = report["dow30_batch"]
+    print(f"Dow 30 batch: {b['tickers']} tickers in {b['batch_s']:.1f} s; one forecast {b['single_s']:.1f} s; "
+          f"batch / (single x {b['tickers']} / {b['engine_slots']}) = {b['batch_over_ideal']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.out}")
