@@ -9,12 +9,11 @@ response is yielded, so an acknowledged forecast is a stored one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -28,6 +27,7 @@ from forecast.templates import SPECS, render_chat
 from forecast.universe import require_member
 from forecast.windows import WEEK, BuiltPrompt, WindowConfig, build_prompt
 from service.adapters import AdapterRegistry, LoadedAdapter
+from service.admission import Admission
 from service.engine import (
     EngineClient,
     EngineDead,
@@ -81,7 +81,10 @@ class Forecaster:
             news_per_week=settings.news_per_week,
             with_financials=settings.with_financials,
         )
-        self._inflight = 0
+        self._admission = Admission(
+            settings.max_inflight, settings.max_queued, settings.queue_timeout_s,
+            settings.retry_after_s,
+        )
         self._background: set[asyncio.Task[None]] = set()
 
     # -- before generation ----------------------------------------------------------------
@@ -115,20 +118,6 @@ class Forecaster:
         self._registry.resolve(route.alias)
         return route
 
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Shed load beyond ``max_inflight`` with 503 + Retry-After instead of queueing."""
-        if self._inflight >= self._settings.max_inflight:
-            raise Unavailable(
-                f"over capacity ({self._inflight} forecasts in flight)",
-                code="overloaded", retry_after_s=self._settings.retry_after_s,
-            )
-        self._inflight += 1
-        try:
-            yield
-        finally:
-            self._inflight -= 1
-
     # -- the pipeline ---------------------------------------------------------------------
 
     async def events(
@@ -137,11 +126,12 @@ class Forecaster:
         """Text deltas, then the stored :class:`ForecastResponse`."""
         labels = ["none", "none", route.arm]
         try:
-            with self.admit():
-                async with self._registry.acquire(route.alias) as adapter:
-                    labels = [adapter.name, adapter.version, route.arm]
-                    async for event in self._generate(prepared, adapter, route):
-                        yield event
+            # A slot first (possibly after queueing), then the adapter lease: a queued request
+            # holds no adapter version, so a swap never waits on the queue.
+            async with self._admission.slot(), self._registry.acquire(route.alias) as adapter:
+                labels = [adapter.name, adapter.version, route.arm]
+                async for event in self._generate(prepared, adapter, route):
+                    yield event
         except Exception as exc:
             mapped = _engine_error(exc)
             status = str(service_error_of(mapped).status)

@@ -102,7 +102,9 @@ class ServiceSettings(BaseSettings):
     )
 
     # Limits.
-    max_inflight: int = Field(default=64, ge=1)  # forecasts in the engines; beyond: 503
+    max_inflight: int = Field(default=64, ge=1)  # forecasts in the engines; beyond: queue or 503
+    max_queued: int = Field(default=0, ge=0)  # forecasts waiting for a slot, first come first served
+    queue_timeout_s: float = Field(default=30.0, gt=0)  # a queued forecast then gets 503
     retry_after_s: int = Field(default=2, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_batch: int = Field(default=64, ge=1)
