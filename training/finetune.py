@@ -20,11 +20,12 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.config import RunSettings, require_supported_optimizer, run_from_dict
-from training.data import Split, pad_batch, prepare_split
-from training.teacher import TeacherSettings, teacher_from_settings
+
+if TYPE_CHECKING:
+    from training.data import Split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,7 +61,10 @@ def free_port() -> int:
 def launch_command(argv: list[str], port: int) -> list[str]:
     """The deepspeed launcher command that runs this module as its single worker (on its own
     rendezvous port, so runs side by side do not collide on the default 29500)."""
-    exe = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    # The launcher of this interpreter's environment first: another deepspeed on PATH would
+    # run the worker under a different environment (and code checkout).
+    sibling = Path(sys.executable).with_name("deepspeed")
+    exe = str(sibling) if sibling.exists() else shutil.which("deepspeed") or str(sibling)
     return [
         exe, "--num_gpus", "1", "--master_port", str(port),
         "--module", "training.finetune", *argv, "--no-launch",
@@ -71,26 +75,44 @@ def launch_command(argv: list[str], port: int) -> list[str]:
 class FinetuneRecipe:
     run: RunSettings
     run_dir: Path
+    # Pre-encoded, fixed-length records ({"train": [...], "eval": [...]}, each with input_ids,
+    # labels, attention_mask): skip the tokenizer and data preparation (throughput runs).
+    records: dict[str, list[dict[str, list[int]]]] | None = None
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         import torch
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
 
-        require_supported_optimizer(self.run.train.deepspeed_config)  # fail before loading 8B
-        set_seed(self.run.train.seed)
+        t = self.run.train
+        if t.use_deepspeed:
+            require_supported_optimizer(t.deepspeed_config)  # fail before loading 8B
+        set_seed(t.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fmt = self.run.base_model.chat_format
-        model_path = self.run.model_path()
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        teacher = teacher_from_settings(TeacherSettings())
-        self.split: Split = prepare_split(self.run.data, self.tokenizer, fmt, teacher)
-        dtype = torch.bfloat16 if self.run.train.bf16 else torch.float32
-        model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-        if self.run.train.gradient_checkpointing:
+        model_path = self.run.model_path() if self.run.random_init_config is None else ""
+        self.tokenizer: Any = None
+        if self.records is None:
+            from training.data import prepare_split
+            from training.teacher import TeacherSettings, teacher_from_settings
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.run.tokenizer or model_path)
+            if self.tokenizer.pad_token_id is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+            teacher = teacher_from_settings(TeacherSettings())
+            self.split: Split = prepare_split(self.run.data, self.tokenizer, fmt, teacher)
+        dtype = torch.bfloat16 if t.bf16 else torch.float32
+        attn = {} if t.attn_implementation is None else {"attn_implementation": t.attn_implementation}
+        model: Any
+        if self.run.random_init_config is not None:
+            cfg = AutoConfig.from_pretrained(str(self.run.random_init_config))
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            with torch.device(device):  # random init on the GPU: seconds, not minutes, for 8B
+                model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, **attn)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **attn)
+        if t.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
         lora = self.run.lora
@@ -98,12 +120,15 @@ class FinetuneRecipe:
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
         ))
+        if t.torch_compile:
+            for layer in self.model.get_base_model().model.layers:
+                layer.compile()
         self.trainer = self._trainer()
-        self._write_manifests()
+        if self.records is None:
+            self._write_manifests()
 
     def _trainer(self) -> Any:
-        from datasets import Dataset
-        from transformers import Trainer, TrainingArguments
+        from transformers import Trainer, TrainingArguments, default_data_collator
 
         t = self.run.train
         per_epoch = "epoch" if t.save_steps is None else "steps"
@@ -123,13 +148,25 @@ class FinetuneRecipe:
             eval_steps=t.save_steps,
             logging_steps=1,
             bf16=t.bf16,
-            deepspeed=str(t.deepspeed_config),
+            deepspeed=str(t.deepspeed_config) if t.use_deepspeed else None,
             seed=t.seed,
             report_to="none",
             save_only_model=False,  # keep the deepspeed optimizer state: runs resume exactly
             remove_unused_columns=False,
             disable_tqdm=False,
         )
+        if self.records is not None:
+            return Trainer(
+                model=self.model,
+                args=args,
+                train_dataset=self.records["train"],
+                eval_dataset=self.records.get("eval") or None,
+                data_collator=default_data_collator,
+            )
+        from datasets import Dataset
+
+        from training.data import pad_batch
+
         pad_id = self.tokenizer.pad_token_id
         return Trainer(
             model=self.model,
@@ -188,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     run = settings_from_args(args)
-    if not args.no_launch and "LOCAL_RANK" not in os.environ:
+    if not args.no_launch and run.train.use_deepspeed and "LOCAL_RANK" not in os.environ:
         # The launcher sets up the (single-process) distributed group deepspeed expects.
         cmd = launch_command(argv, free_port())
         os.execv(cmd[0], cmd)
