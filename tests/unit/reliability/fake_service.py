@@ -29,7 +29,7 @@ from service.testing import FakeEngine, write_stub_adapter
 TOKEN = "fake-service-admin-token-77"
 
 
-def build(directory: Path, delay_s: float, max_inflight: int) -> ServiceSettings:
+def build(directory: Path, max_inflight: int) -> ServiceSettings:
     root = directory / "adapters"
     for name, version, base in (
         ("llama-fingpt", "v1", "llama"), ("llama-fingpt", "v2", "llama"),
@@ -48,7 +48,7 @@ def build(directory: Path, delay_s: float, max_inflight: int) -> ServiceSettings
 
 
 async def serve(directory: Path, delay_s: float, max_inflight: int) -> None:
-    settings = build(directory, delay_s, max_inflight)
+    settings = build(directory, max_inflight)
     engines = {"llama": FakeEngine("llama", delay_s=delay_s),
                "deepseek": FakeEngine("deepseek", delay_s=delay_s)}
     app = create_app(settings, engines, SnapshotMarketData(), now=lambda: dt.datetime.now(dt.UTC))
