@@ -80,6 +80,12 @@ class TrainSettings:
     bf16: bool = False
     gradient_checkpointing: bool = False
     seed: int = 42
+    # None: the model's default attention (as before); "eager", "sdpa", "flash_attention_2", ...
+    attn_implementation: str | None = None
+    # Regional torch.compile: each decoder layer compiled in place (after the LoRA wrap).
+    torch_compile: bool = False
+    # False: plain HF Trainer in the current process, no deepspeed config (single GPU/CPU).
+    use_deepspeed: bool = True
 
     def validate(self) -> None:
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -120,6 +126,10 @@ class RunSettings:
     data: DataSettings = field(default_factory=DataSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    # A model config.json: build the model from it with random weights (no checkpoint download;
+    # throughput runs). The tokenizer then comes from ``tokenizer`` (or ``model_path()``).
+    random_init_config: Path | None = None
+    tokenizer: str | None = None  # tokenizer path or id; None: the model's own
 
     @property
     def base_model(self) -> BaseModel:
