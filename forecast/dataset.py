@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from forecast.bins import Bin, bin_of_phrase, bin_of_return
 from forecast.errors import NoDataError
-from forecast.prompt import ForecastPrompt, Instruction, render_user
+from forecast.prompt import ForecastPrompt, Instruction, parse_user, render_user
 from forecast.providers.base import MarketData
 from forecast.templates import parse_llama2
 from forecast.universe import members
@@ -96,8 +96,6 @@ def official_rows(snapshot: Path = SNAPSHOT) -> list[Row]:
 
 def teacher_rows(snapshot: Path = SNAPSHOT) -> list[Row]:
     """GPT-4 teacher rows: the prompt states the realized bin and asks for its explanation."""
-    from forecast.prompt import parse_user
-
     rows = []
     for path in sorted((snapshot / "fingpt").glob(TEACHER_GLOB)):
         for line in path.read_text().splitlines():

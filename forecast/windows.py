@@ -61,6 +61,12 @@ def close_on_or_before(closes: pd.Series, day: dt.date) -> float | None:
     return None if pos == 0 else float(closes.iloc[pos - 1])
 
 
+def week_return(closes: pd.Series, as_of: dt.date) -> float | None:
+    """The return over the week ``as_of -> as_of + 7`` from its boundary closes, if priced."""
+    p0, p1 = close_on_or_before(closes, as_of), close_on_or_before(closes, as_of + WEEK)
+    return None if p0 is None or p1 is None else p1 / p0 - 1.0
+
+
 def select_news(items: list[NewsItem], ticker: str, name: str, k: int) -> tuple[NewsLine, ...]:
     """At most ``k`` items, deterministically: spam and repeated headlines dropped, items that
     name the company first, then the most recent; shown oldest first.
@@ -157,10 +163,8 @@ def build_prompt(
     label, realized = None, None
     last_trading = closes.index[-1].date() if len(closes) else None
     if last_trading is not None and last_trading >= as_of + WEEK - dt.timedelta(days=2):
-        p0, p1 = close_on_or_before(closes, as_of), close_on_or_before(closes, as_of + WEEK)
-        if p0 is not None and p1 is not None:
-            realized = p1 / p0 - 1.0
-            label = bin_of_return(realized)
+        realized = week_return(closes, as_of)
+        label = None if realized is None else bin_of_return(realized)
 
     prompt = ForecastPrompt(
         ticker=ticker, profile=profile.value, weeks=tuple(weeks), financials=financials,
@@ -180,8 +184,8 @@ def weekly_labels(market: MarketData, ticker: str, start: dt.date, end: dt.date)
     out: list[tuple[dt.date, Bin]] = []
     as_of = week_start(start) + (WEEK if week_start(start) < start else dt.timedelta(0))
     while as_of + WEEK <= end:
-        p0, p1 = close_on_or_before(closes, as_of), close_on_or_before(closes, as_of + WEEK)
-        if p0 is not None and p1 is not None:
-            out.append((as_of, bin_of_return(p1 / p0 - 1.0)))
+        ret = week_return(closes, as_of)
+        if ret is not None:
+            out.append((as_of, bin_of_return(ret)))
         as_of += WEEK
     return out
