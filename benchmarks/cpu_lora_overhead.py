@@ -12,6 +12,8 @@ load from other processes on a shared machine hits every mode alike:
 - ``merged``: vLLM serving the adapter merged into the base weights (the dominant arm's path);
 - ``hf_peft``: transformers + peft ``generate``, one prompt at a time (the plain alternative).
 
+Each worker first runs the whole prompt set once (warm-up: every shape the rounds meet); a
+ratio is the median over rounds of the two modes' wall times in that round.
 Writes benchmarks/results/cpu_lora_overhead.json and prints a table.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -99,7 +102,7 @@ def child(mode: str, n: int, max_tokens: int) -> None:
         os.environ["FORECAST_CPU_LORA_OPS"] = "0"
     texts = prompts(n)
     runner: VLLMRunner | HFRunner = HFRunner(max_tokens) if mode == "hf_peft" else VLLMRunner(mode, max_tokens)
-    runner.run(texts[:1])  # warm-up
+    runner.run(texts[:1] if mode == "hf_peft" else texts)  # warm-up: every shape the rounds meet
     print(json.dumps({"ready": True, "startup_s": runner.startup_s}), flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
@@ -122,6 +125,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=list(MODES))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--child", choices=MODES)
+    ap.add_argument("--out", type=Path, help="default: benchmarks/results/cpu_lora_overhead.json")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.prompts, args.max_tokens)
@@ -161,7 +165,10 @@ def main() -> None:
         print(f"{mode:<14} {results[mode]['req_per_s']:.3f} req/s  {results[mode]['output_tok_per_s']:.1f} tok/s")
 
     def ratio(a: str, b: str) -> float | None:
-        return results[a]["wall_s"] / results[b]["wall_s"] if a in results and b in results else None
+        """Median over rounds of the two modes' wall times, each round measured back to back."""
+        if a not in results or b not in results:
+            return None
+        return statistics.median(x["wall_s"] / y["wall_s"] for x, y in zip(rounds[a], rounds[b], strict=True))
 
     payload = {
         "benchmark": "cpu_lora_overhead",
@@ -179,7 +186,9 @@ def main() -> None:
         },
         "goals": {"lora_over_base": 1.25, "vllm_over_hf_peft": 3.0},
     }
-    path = write_result("cpu_lora_overhead", payload)
+    if args.out:
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    path = args.out or write_result("cpu_lora_overhead", payload)
     print(json.dumps(payload["ratios"], indent=2))
     print(f"wrote {path}")
 

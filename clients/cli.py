@@ -147,6 +147,7 @@ def forecast_table(f: Forecast) -> Table:
     rows: list[tuple[str, str | None]] = [
         ("week", f"{f.week_start} → {f.week_end}" if f.week_start else None),
         ("prediction", f"{p.direction} {p.bin} ({_range(p.percent_low, p.percent_high)})"
+         + (" — probed: the answer was cut off before its Prediction line" if p.source == "probe" else "")
          if p else "unparsed"),
         ("adapter", f.adapter),
         ("arm", f.arm),
@@ -348,7 +349,7 @@ def scorecard(ctx: typer.Context, name: str, as_json: AsJson = False) -> None:
 def scorecard_table(card: Scorecard) -> Table:
     table = Table(title=f"scorecard {card.adapter}")
     cols = ("version", "forecasts", "scored", "binary accuracy", "MSE", "parse failures",
-            "mean latency s", "mean ttft s", "tokens/s")  # fmt: skip
+            "bins probed", "mean latency s", "mean ttft s", "tokens/s")  # fmt: skip
     for col in cols:
         table.add_column(col, justify="left" if col == "version" else "right")
     rows = [*card.versions, *([card.overall] if card.overall else [])]
@@ -356,8 +357,8 @@ def scorecard_table(card: Scorecard) -> Table:
         table.add_row(
             row.version or "all", str(row.forecasts), str(row.scored),
             _num(row.binary_accuracy, "{:.3f}"), _num(row.mse, "{:.2f}"),
-            _num(row.parse_failure_rate, "{:.1%}"), _num(row.mean_latency_s, "{:.2f}"),
-            _num(row.mean_ttft_s, "{:.3f}"), _num(row.tokens_per_s, "{:.1f}"),
+            _num(row.parse_failure_rate, "{:.1%}"), str(row.probed),
+            _num(row.mean_latency_s, "{:.2f}"), _num(row.mean_ttft_s, "{:.3f}"), _num(row.tokens_per_s, "{:.1f}"),
         )  # fmt: skip
     return table
 

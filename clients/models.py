@@ -23,6 +23,9 @@ class Prediction(_Model):
     percent_low: float | None = None
     percent_high: float | None = None  # None for the open "more than 5%" bins
     text: str | None = None  # the model's own words, e.g. "Up by 1-2%"
+    # "line" / "prose": read from the answer; "probe": the answer was cut off before its
+    # Prediction line and the model then chose this bin (constrained)
+    source: Literal["line", "prose", "probe"] = "line"
 
 
 class Latency(_Model):
@@ -130,7 +133,8 @@ class ScorecardRow(_Model):
     adapter: str
     version: str | None = None
     forecasts: int = 0
-    parsed: int = 0
+    parsed: int = 0  # bin read from the answer's own text
+    probed: int = 0  # bin chosen by the model after its cut-off answer
     scored: int = 0
     parse_failure_rate: float | None = None
     binary_accuracy: float | None = None

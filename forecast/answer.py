@@ -58,8 +58,9 @@ class ParsedAnswer(BaseModel):
     prediction_text: str
     analysis: str
     # "line": a ``Prediction:`` line; "prose": a directional percent range in the analysis;
-    # "label": a teacher answer that states no readable bin, given its prompt's label.
-    prediction_source: Literal["line", "prose", "label"] = "line"
+    # "label": a teacher answer that states no readable bin, given its prompt's label;
+    # "probe": a cut-off answer whose bin the model chose after an appended Prediction header.
+    prediction_source: Literal["line", "prose", "label", "probe"] = "line"
 
     @property
     def positive_items(self) -> list[str]:
@@ -155,3 +156,90 @@ def _parse_prose(positive: str, concerns: str, analysis: str) -> ParsedAnswer:
         analysis=analysis,
         prediction_source="prose",
     )
+
+
+# -- cut-off answers ----------------------------------------------------------------------
+#
+# A generation that ends before its ``Prediction:`` line (a small token budget, or a model that
+# rambles) does not parse. Its own text, cut before any partial prediction section, plus
+# ``PROBE_HEADER`` is the context in which the model is asked for one of the twelve bin
+# phrases (constrained decoding); the bin it picks is still the model's own and is reported as
+# ``prediction_source="probe"``. Training's evaluation and the service use this one rule.
+
+PROBE_HEADER = "\n\n[Prediction & Analysis]:\nPrediction:"
+_HEADERS = {
+    "positive": r"\[\s*positive\s+developments?\s*\]\s*:?",
+    "concerns": r"\[\s*potential\s+concerns?\s*\]\s*:?",
+    "pa": r"\[\s*prediction\s*(?:&|and)\s*analysis\s*\]\s*:?",
+}
+_PREDICTION_LINE = re.compile(
+    r"prediction\W*:\s*(?P<pred>[^\n]*)(?:\n\W*analysis\W*:\s*)?(?P<rest>.*)", re.I | re.S
+)
+
+
+def sections(text: str) -> dict[str, str]:
+    """The three sections found in ``text`` (missing ones empty), by header position."""
+    body = strip_reasoning(text)
+    found = []
+    for name, pattern in _HEADERS.items():
+        m = re.search(pattern, body, re.I)
+        if m is not None:
+            found.append((m.start(), m.end(), name))
+    found.sort()
+    out = dict.fromkeys(_HEADERS, "")
+    for k, (_, end, name) in enumerate(found):
+        stop = found[k + 1][0] if k + 1 < len(found) else len(body)
+        out[name] = body[end:stop].strip()
+    return out
+
+
+def probe_text(text: str) -> str:
+    """The generated text cut before any partial prediction section, plus the header."""
+    body = text
+    m = re.search(_HEADERS["pa"], body, re.I)
+    if m is not None:
+        body = body[: m.start()]
+    return body.rstrip() + PROBE_HEADER
+
+
+def bin_phrase(b: Bin) -> str:
+    """`` Up by 2-3%``: a bin as the answer writes it after ``Prediction:``."""
+    return " " + _capital(b.phrase())
+
+
+def bin_phrases() -> list[str]:
+    """The twelve valid continuations of ``PROBE_HEADER``, in :class:`Bin` order."""
+    return [bin_phrase(b) for b in Bin]
+
+
+def partial_fields(text: str) -> tuple[str, str, str, str]:
+    """``(positive, concerns, prediction line, analysis)`` of a possibly cut-off answer, each
+    empty when missing."""
+    parts = sections(text)
+    m = _PREDICTION_LINE.search(parts["pa"])
+    if m is None:
+        return parts["positive"], parts["concerns"], "", parts["pa"]
+    return parts["positive"], parts["concerns"], m["pred"].strip(), m["rest"].strip()
+
+
+def read_partial(text: str, probe: str | None = None) -> ParsedAnswer | None:
+    """A generated answer that :func:`parse_answer` may reject: its sections as found, and the
+    bin from its own ``Prediction:`` line if readable, else from ``probe`` (the continuation
+    after :func:`probe_text`), else ``None``."""
+    try:
+        return parse_answer(text)
+    except AnswerParseError:
+        pass
+    positive, concerns, pred_text, analysis = partial_fields(text)
+    first_line = (probe or "").split("\n", 1)[0]
+    for candidate, source in ((pred_text, "line"), (first_line, "probe")):
+        try:
+            prediction = bin_of_phrase(candidate)
+        except ValueError:
+            continue
+        return ParsedAnswer(
+            positive=positive, concerns=concerns, prediction=prediction,
+            prediction_text=candidate.strip(), analysis=analysis,
+            prediction_source="line" if source == "line" else "probe",
+        )
+    return None

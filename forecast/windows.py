@@ -67,6 +67,14 @@ def week_return(closes: pd.Series, as_of: dt.date) -> float | None:
     return None if p0 is None or p1 is None else p1 / p0 - 1.0
 
 
+def closed_week_return(closes: pd.Series, as_of: dt.date) -> float | None:
+    """:func:`week_return` once the week has closed in ``closes``: its Friday (or a later day)
+    is priced. The one rule for a label, in training data and in the service's scorer."""
+    if not len(closes) or closes.index[-1].date() < as_of + WEEK - dt.timedelta(days=2):
+        return None
+    return week_return(closes, as_of)
+
+
 def select_news(items: list[NewsItem], ticker: str, name: str, k: int) -> tuple[NewsLine, ...]:
     """At most ``k`` items, deterministically: spam and repeated headlines dropped, items that
     name the company first, then the most recent; shown oldest first.
@@ -160,11 +168,8 @@ def build_prompt(
 
         indicators = render_indicators(closes.loc[: pd.Timestamp(as_of)])
 
-    label, realized = None, None
-    last_trading = closes.index[-1].date() if len(closes) else None
-    if last_trading is not None and last_trading >= as_of + WEEK - dt.timedelta(days=2):
-        realized = week_return(closes, as_of)
-        label = None if realized is None else bin_of_return(realized)
+    realized = closed_week_return(closes, as_of)
+    label = None if realized is None else bin_of_return(realized)
 
     prompt = ForecastPrompt(
         ticker=ticker, profile=profile.value, weeks=tuple(weeks), financials=financials,

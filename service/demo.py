@@ -32,7 +32,7 @@ from service.settings import ServiceSettings
 
 SHOWN = re.compile(
     r"^forecast_(forecasts_total|requests_total|time_to_first_token_seconds_(sum|count)|"
-    r"decode_tokens_per_second_(sum|count)|parse_failures_total|adapter_alias|routing_weight|"
+    r"decode_tokens_per_second_(sum|count)|parse_failures_total|probed_total|adapter_alias|routing_weight|"
     r"engine_\w+|adapter_swaps_total|realized_\w+|scored_forecasts|provider_cache_\w+)\b"
 )
 

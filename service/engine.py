@@ -73,6 +73,7 @@ class GenerationParams:
     temperature: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # when set: the output is exactly one of these (constrained)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class VLLMEngine:
     ) -> AsyncIterator[Chunk]:
         from vllm.exceptions import VLLMClientError
         from vllm.lora.request import LoRARequest
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError
 
         sampling = SamplingParams(
@@ -244,6 +245,9 @@ class VLLMEngine:
             seed=params.seed,
             stop=list(params.stop),
             output_kind=RequestOutputKind.DELTA,
+            structured_outputs=(
+                StructuredOutputsParams(choice=list(params.choices)) if params.choices else None
+            ),
         )
         lora_request = (
             LoRARequest(lora.name, lora.lora_id, str(lora.path)) if lora is not None else None

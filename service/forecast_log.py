@@ -61,6 +61,7 @@ class ForecastRow(Base):
     prediction: Mapped[str | None] = mapped_column(String(4))
     predicted_up: Mapped[bool | None] = mapped_column(Boolean)
     predicted_mid: Mapped[float | None] = mapped_column(Float)
+    prediction_source: Mapped[str | None] = mapped_column(String(8))  # line | prose | probe
     parse_error: Mapped[str | None] = mapped_column(Text)
     stale_sources: Mapped[str] = mapped_column(String(128), default="")
     prompt_build_s: Mapped[float | None] = mapped_column(Float)
@@ -81,13 +82,14 @@ class Scorecard:
     adapter: str
     version: str | None  # None: all versions of the adapter together
     forecasts: int
-    parsed: int
+    parsed: int  # bin read from the answer's own text
     scored: int
     binary_accuracy: float | None
     mse: float | None
     mean_latency_s: float | None
     mean_ttft_s: float | None
     tokens_per_s: float | None
+    probed: int = 0  # bin chosen by the model after its cut-off answer
 
     @property
     def parse_failure_rate(self) -> float | None:
@@ -123,6 +125,7 @@ class ForecastLog:
     def __init__(self, url: str) -> None:
         self.engine = make_db_engine(url)
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def add(self, row: ForecastRow) -> None:
         with Session(self.engine) as session, session.begin():
@@ -178,11 +181,13 @@ class ForecastLog:
         hit = case((scored & (r.predicted_up == r.realized_up), 1.0), (scored, 0.0), else_=None)
         sq = case((scored, (r.predicted_mid - r.realized_mid) * (r.predicted_mid - r.realized_mid)))
         rate = case(((r.generation_s > 0), r.generated_tokens / r.generation_s))
+        probed = case((r.prediction_source == "probe", 1), else_=0)
         keys = [r.adapter, r.version] if by_version else [r.adapter]
         query = select(
             *keys,
             func.count(),
             func.count(r.prediction),
+            func.sum(probed),
             func.sum(case((scored, 1), else_=0)),
             func.avg(hit),
             func.avg(sq),
@@ -196,9 +201,10 @@ class ForecastLog:
         with Session(self.engine) as session:
             for row in session.execute(query):
                 name, version = (row[0], row[1]) if by_version else (row[0], None)
-                n, parsed, n_scored, acc, mse, lat, ttft, tps = row[-8:]
+                n, predicted, n_probed, n_scored, acc, mse, lat, ttft, tps = row[-9:]
                 out.append(Scorecard(
-                    adapter=name, version=version, forecasts=int(n), parsed=int(parsed),
+                    adapter=name, version=version, forecasts=int(n),
+                    parsed=int(predicted) - int(n_probed or 0), probed=int(n_probed or 0),
                     scored=int(n_scored or 0), binary_accuracy=_f(acc), mse=_f(mse),
                     mean_latency_s=_f(lat), mean_ttft_s=_f(ttft), tokens_per_s=_f(tps),
                 ))
@@ -208,15 +214,32 @@ class ForecastLog:
         self.engine.dispose()
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added to :class:`ForecastRow` since a log file was created (all nullable), so
+    an existing forecast log keeps working after an upgrade."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(engine).get_columns(ForecastRow.__tablename__)}
+    missing = [c for c in ForecastRow.__table__.columns if c.name not in have]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(text(f"ALTER TABLE {ForecastRow.__tablename__} ADD COLUMN {column.name} {kind}"))
+
+
 def _f(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def prediction_columns(prediction: Bin | None) -> dict[str, Any]:
+def prediction_columns(prediction: Bin | None, source: str | None = None) -> dict[str, Any]:
     if prediction is None:
-        return {"prediction": None, "predicted_up": None, "predicted_mid": None}
+        return {"prediction": None, "predicted_up": None, "predicted_mid": None,
+                "prediction_source": None}
     return {
         "prediction": prediction.value,
         "predicted_up": prediction.is_up,
         "predicted_mid": prediction.midpoint,
+        "prediction_source": source or "line",
     }

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from forecast.answer import ParsedAnswer, parse_answer
+from forecast.answer import ParsedAnswer, bin_phrases, parse_answer, probe_text, read_partial
 from forecast.errors import AnswerParseError
 from forecast.providers.base import MarketData
 from forecast.templates import SPECS, render_chat
@@ -170,8 +170,11 @@ class Forecaster:
             if chunk.delta:
                 pieces.append(chunk.delta)
                 yield chunk.delta
-        done = time.perf_counter()
         text = "".join(pieces)
+        parsed, parse_error = _parse(text)
+        if parsed is None and self._settings.probe_unparsed:
+            parsed = await self._probe(engine, prompt, text, adapter, route, forecast_id)
+        done = time.perf_counter()
         latency = Latency(
             prompt_build_s=prepared.build_s,
             queue_s=queue_s,
@@ -179,7 +182,9 @@ class Forecaster:
             generation_s=None if first is None else done - first,
             total_s=done - prepared.started,
         )
-        response = self._response(forecast_id, prepared, adapter, route, text, latency, tokens)
+        response = self._response(
+            forecast_id, prepared, adapter, route, text, (parsed, parse_error), latency, tokens
+        )
         await self._store(response, prepared, adapter, route, prompt)
         self._observe(response, adapter, route)
         yield response
@@ -191,23 +196,20 @@ class Forecaster:
         adapter: LoadedAdapter,
         route: Route,
         text: str,
+        read: tuple[ParsedAnswer | None, str | None],
         latency: Latency,
         tokens: int,
     ) -> ForecastResponse:
         built = prepared.built
-        parsed: ParsedAnswer | None = None
-        parse_error: str | None = None
-        try:
-            parsed = parse_answer(text)
-        except AnswerParseError as exc:
-            parse_error = str(exc)
+        parsed, parse_error = read
         prediction = None
         if parsed is not None:
             low, high = parsed.prediction.percent_range
+            source = parsed.prediction_source
             prediction = Prediction(
                 direction="up" if parsed.prediction.is_up else "down",
                 bin=parsed.prediction.value, percent_low=low, percent_high=high,
-                text=parsed.prediction_text,
+                text=parsed.prediction_text, source="line" if source == "label" else source,
             )
         return ForecastResponse(
             id=forecast_id,
@@ -255,7 +257,10 @@ class Forecaster:
             prompt_build_s=r.latency.prompt_build_s, queue_s=r.latency.queue_s,
             ttft_s=r.latency.ttft_s, generation_s=r.latency.generation_s,
             total_s=r.latency.total_s, generated_tokens=r.generated_tokens,
-            **prediction_columns(Bin(r.prediction.bin) if r.prediction else None),
+            **prediction_columns(
+                Bin(r.prediction.bin) if r.prediction else None,
+                r.prediction.source if r.prediction else None,
+            ),
         )
         try:
             await anyio.to_thread.run_sync(self._log.add, row)
@@ -279,8 +284,34 @@ class Forecaster:
             t.decode_rate.labels(*labels).observe((r.generated_tokens - 1) / lat.generation_s)
         if r.parse_error is not None:
             t.parse_failures.labels(*labels).inc()
+        if r.prediction is not None and r.prediction.source == "probe":
+            t.probes.labels(*labels).inc()
         for source in r.freshness.stale_sources:
             t.stale.labels(source).inc()
+
+    async def _probe(
+        self,
+        engine: EngineClient,
+        prompt: str,
+        text: str,
+        adapter: LoadedAdapter,
+        route: Route,
+        forecast_id: str,
+    ) -> ParsedAnswer | None:
+        """The bin the model picks (constrained to the twelve phrases) after its own cut-off
+        answer and the Prediction header; ``None`` when that fails too, counted and logged."""
+        params = GenerationParams(max_tokens=16, temperature=0.0, choices=tuple(bin_phrases()))
+        pieces: list[str] = []
+        try:
+            async for chunk in engine.generate(
+                prompt + probe_text(text), params, adapter.lora, forecast_id + "-probe"
+            ):
+                pieces.append(chunk.delta)
+        except EngineError as exc:  # the answer stands; only its bin is missing
+            self._telemetry.probe_failures.labels(adapter.name, adapter.version, route.arm).inc()
+            log.warning("bin probe for %s on %s failed: %s", forecast_id, adapter.ref, exc)
+            return None
+        return read_partial(text, "".join(pieces))
 
     # -- shadow traffic -------------------------------------------------------------------
 
@@ -300,6 +331,13 @@ class Forecaster:
         """Wait for shadow forecasts still running (tests, shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _parse(text: str) -> tuple[ParsedAnswer | None, str | None]:
+    try:
+        return parse_answer(text), None
+    except AnswerParseError as exc:
+        return None, str(exc)
 
 
 def _engine_error(exc: Exception) -> Exception:

@@ -44,6 +44,12 @@ class Prediction(BaseModel):
     percent_low: float
     percent_high: float | None  # None for the open "more than 5%" bins
     text: str
+    source: Literal["line", "prose", "probe"] = Field(
+        default="line",
+        description="Where the bin was read: the answer's Prediction line, its analysis prose, "
+        "or (answer cut off before its Prediction line) the model's constrained choice of bin "
+        "after the appended Prediction header.",
+    )
 
 
 class Latency(BaseModel):
@@ -173,7 +179,8 @@ class ScorecardOut(BaseModel):
     adapter: str
     version: str | None
     forecasts: int
-    parsed: int
+    parsed: int  # the bin read from the answer's own text
+    probed: int  # the bin chosen by the model after its cut-off answer
     scored: int
     parse_failure_rate: float | None
     binary_accuracy: float | None

@@ -1,8 +1,9 @@
 """Realized accuracy: fill each logged forecast's weekly return once its week has closed.
 
-The realized return is the one the prompt builder labels with: adjusted close on or before
-the target Sunday over adjusted close on or before ``as_of`` (its Sunday), from the same price
-provider the prompts come from. A week is closed on its target Sunday; a week the provider
+The realized return is the one the prompt builder labels with
+(:func:`forecast.windows.closed_week_return`): adjusted close on or before the target Sunday
+over adjusted close on or before ``as_of`` (its Sunday), from the same price provider the
+prompts come from, once the week's Friday (or a later day) is priced. A week the provider
 cannot price yet stays pending and is tried again on the next run.
 """
 
@@ -12,28 +13,21 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-import pandas as pd
-
 from forecast.errors import ForecastError
 from forecast.providers.base import PriceProvider
-from forecast.windows import close_on_or_before
+from forecast.windows import WEEK, closed_week_return
 from service.forecast_log import ForecastLog, Scorecard
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 
-def realized_return(
-    prices: PriceProvider, ticker: str, as_of: dt.date, target_end: dt.date
-) -> float | None:
-    """The return over ``as_of -> target_end``, or None if the week cannot be priced yet."""
-    bars = prices.daily_bars(ticker, as_of - dt.timedelta(days=10), target_end + dt.timedelta(days=1))
-    closes = bars.value["Adj Close"]
-    in_week = closes.loc[pd.Timestamp(as_of + dt.timedelta(days=1)) : pd.Timestamp(target_end)]
-    p0, p1 = close_on_or_before(closes, as_of), close_on_or_before(closes, target_end)
-    if in_week.empty or p0 is None or p1 is None:
-        return None
-    return p1 / p0 - 1.0
+def realized_return(prices: PriceProvider, ticker: str, as_of: dt.date) -> float | None:
+    """The return of the week ``as_of -> as_of + 7``, or None if it cannot be priced yet.
+    Bars a week past its end are asked for, so a week whose Friday was a holiday closes as
+    soon as the next week's first close exists."""
+    bars = prices.daily_bars(ticker, as_of - dt.timedelta(days=10), as_of + 2 * WEEK)
+    return closed_week_return(bars.value["Adj Close"], as_of)
 
 
 class Scorer:
@@ -53,9 +47,9 @@ class Scorer:
         """Score every closed, unscored week; return the number of rows updated."""
         now = self._now()
         updated = 0
-        for ticker, as_of, target_end in self._log.pending_weeks(closed_on=now.date()):
+        for ticker, as_of, _ in self._log.pending_weeks(closed_on=now.date()):
             try:
-                ret = realized_return(self._prices, ticker, as_of, target_end)
+                ret = realized_return(self._prices, ticker, as_of)
             except ForecastError as exc:
                 log.info("scorer: %s week %s not priced: %s", ticker, as_of, exc)
                 continue

@@ -94,6 +94,9 @@ class ServiceSettings(BaseSettings):
     max_new_tokens: int = Field(default=512, ge=1, le=4096)
     temperature: float = Field(default=0.0, ge=0.0)
     seed: int = 0
+    # An answer that ends before its Prediction line gets one short constrained request for
+    # its bin (forecast.answer.probe_text; the prediction's source is then "probe").
+    probe_unparsed: bool = True
     weeks: int = Field(default=4, ge=1, le=12)  # FinGPT-Forecaster: 4 weeks, 5 news a week
     news_per_week: int = Field(default=5, ge=0, le=20)
     with_financials: bool = True

@@ -68,6 +68,15 @@ class Telemetry:
             "forecast_parse_failures", "Answers the FinGPT parser could not read.", FORECAST,
             registry=r,
         )
+        self.probes = Counter(
+            "forecast_probed",
+            "Answers cut off before their Prediction line whose bin the model then chose.",
+            FORECAST, registry=r,
+        )
+        self.probe_failures = Counter(
+            "forecast_probe_failures", "Bin probes the engine failed (no prediction then).",
+            FORECAST, registry=r,
+        )
         self.stale = Counter(
             "forecast_stale_forecasts", "Forecasts built on stale (cached) data.", ("source",),
             registry=r,

@@ -89,8 +89,12 @@ class FakeEngine:
         try:
             if self.gate is not None:
                 await self.gate.wait()
-            words = fake_answer(prompt + (lora.name if lora else "")).split(" ")
-            words = words[: params.max_tokens]
+            seed = prompt + (lora.name if lora else "")
+            if params.choices:  # constrained: one of the choices, whole, as one chunk
+                digest = int(hashlib.sha256(seed.encode()).hexdigest(), 16)
+                words = [params.choices[digest % len(params.choices)]]
+            else:
+                words = fake_answer(seed).split(" ")[: params.max_tokens]
             for i, word in enumerate(words):
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)

@@ -10,24 +10,15 @@ read falls back to ``U1`` and is counted as ``unreadable``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from forecast.answer import ParsedAnswer, parse_answer, strip_reasoning
-from forecast.bins import Bin, bin_of_phrase
-from forecast.errors import AnswerParseError
+from forecast.answer import ParsedAnswer, bin_phrase, partial_fields, probe_text, read_partial
+from forecast.bins import Bin
 from forecast.templates import SPECS, ChatFormat
 
-PROBE_HEADER = "\n\n[Prediction & Analysis]:\nPrediction:"
 FALLBACK_BIN = Bin.U1  # the "always up 0-1%" baseline's answer, for unreadable predictions
-_HEADERS = {
-    "positive": r"\[\s*positive\s+developments?\s*\]\s*:?",
-    "concerns": r"\[\s*potential\s+concerns?\s*\]\s*:?",
-    "pa": r"\[\s*prediction\s*(?:&|and)\s*analysis\s*\]\s*:?",
-}
-_PREDICTION_LINE = re.compile(r"prediction\W*:\s*(?P<pred>[^\n]*)(?:\n\W*analysis\W*:\s*)?(?P<rest>.*)", re.I | re.S)
 
 
 @dataclass(frozen=True)
@@ -63,65 +54,18 @@ def batch_generate(
     return out
 
 
-def sections(text: str) -> dict[str, str]:
-    """The three sections found in ``text`` (missing ones empty), by header position."""
-    body = strip_reasoning(text)
-    found = []
-    for name, pattern in _HEADERS.items():
-        m = re.search(pattern, body, re.I)
-        if m is not None:
-            found.append((m.start(), m.end(), name))
-    found.sort()
-    out = dict.fromkeys(_HEADERS, "")
-    for k, (_, end, name) in enumerate(found):
-        stop = found[k + 1][0] if k + 1 < len(found) else len(body)
-        out[name] = body[end:stop].strip()
-    return out
-
-
-def probe_text(text: str) -> str:
-    """The generated text cut before any partial prediction section, plus the header."""
-    body = text
-    m = re.search(_HEADERS["pa"], body, re.I)
-    if m is not None:
-        body = body[: m.start()]
-    return body.rstrip() + PROBE_HEADER
-
-
 def read_answer(text: str, probe: str | None = None) -> ReadAnswer:
     """A generated answer as a ParsedAnswer: fully parsed if it can be, else its sections and
     the bin from the probe continuation (or the fallback bin)."""
-    try:
-        return ReadAnswer(parse_answer(text), "parsed", probe)
-    except AnswerParseError:
-        pass
-    parts = sections(text)
-    m = _PREDICTION_LINE.search(parts["pa"])
-    pred_text, analysis = (m["pred"].strip(), m["rest"].strip()) if m else ("", parts["pa"])
-    how: Literal["parsed", "probed", "unreadable"] = "unreadable"
-    prediction = FALLBACK_BIN
-    for candidate, source in ((pred_text, "parsed"), ((probe or "").split("\n", 1)[0], "probed")):
-        try:
-            prediction = bin_of_phrase(candidate)
-        except ValueError:
-            continue
-        how = "parsed" if source == "parsed" else "probed"
-        pred_text = candidate.strip()
-        break
-    return ReadAnswer(
-        ParsedAnswer(
-            positive=parts["positive"], concerns=parts["concerns"], prediction=prediction,
+    read = read_partial(text, probe)
+    if read is None:
+        positive, concerns, pred_text, analysis = partial_fields(text)
+        fallback = ParsedAnswer(
+            positive=positive, concerns=concerns, prediction=FALLBACK_BIN,
             prediction_text=pred_text, analysis=analysis,
-        ),
-        how,
-        probe,
-    )
-
-
-def bin_phrase(b: Bin) -> str:
-    """`` Up by 2-3%``: a bin as the answer writes it after ``Prediction:``."""
-    phrase = b.phrase()
-    return f" {phrase[0].upper()}{phrase[1:]}"
+        )
+        return ReadAnswer(fallback, "unreadable", probe)
+    return ReadAnswer(read, "probed" if read.prediction_source == "probe" else "parsed", probe)
 
 
 def most_likely_bin(model: Any, tokenizer: Any, context: list[int]) -> Bin:

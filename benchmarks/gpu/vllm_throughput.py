@@ -12,6 +12,13 @@ Phases run as subprocesses so each engine gets a clean GPU:
   vllm_lora   vLLM engine with enable_lora (requests with and without the adapter)
   vllm_fp8    (optional) online fp8 weights + fp8 KV cache, base requests
 
+Serving-option variants: a phase name may carry a suffix, ``vllm_base@NAME`` / ``vllm_lora@NAME``, where NAME
+is a key of ``--variants`` (a JSON object, or ``@path`` to a JSON file): its value is a dict of extra
+``LLM(...)`` keyword arguments, plus an optional ``"_env"`` dict of environment variables for that phase's
+process (e.g. ``VLLM_LORA_ENABLE_DUAL_STREAM``). ``--engine-kwargs`` (JSON) is merged into every vLLM phase
+first. The kwargs asked for and the scheduler settings vLLM resolved are recorded per phase. Ratios in the
+summary are only between phases of the same call (same machine, same run).
+
 Usage (device, vLLM importable):  python benchmarks/gpu/vllm_throughput.py --out $OUT/gpu_vllm.json
 No timing assertions: this only measures and writes JSON.
 """
@@ -115,6 +122,27 @@ def phase_anchor(args):
 
 
 # ------------------------------------------------------------------------------ vllm
+def _resolved_config(llm):
+    """What vLLM resolved from the kwargs (async scheduling defaults to None -> decided at config time)."""
+    out = {}
+    try:
+        vc = llm.llm_engine.vllm_config
+        sc = vc.scheduler_config
+        for k in ("async_scheduling", "max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill"):
+            out[k] = getattr(sc, k, None)
+        cc = vc.compilation_config
+        out["cudagraph_mode"] = str(getattr(cc, "cudagraph_mode", None))
+        out["cudagraph_specialize_lora"] = getattr(cc, "cudagraph_specialize_lora", None)
+        out["max_cudagraph_capture_size"] = getattr(cc, "max_cudagraph_capture_size", None)
+        out["performance_mode"] = str(getattr(vc, "performance_mode", None))
+        if vc.lora_config is not None:
+            out["lora_config"] = {k: str(getattr(vc.lora_config, k, None)) for k in
+                                  ("max_lora_rank", "max_loras", "lora_dtype", "specialize_active_lora")}
+    except Exception as e:  # only a record; never fail the phase for it
+        out["error"] = repr(e)[:300]
+    return out
+
+
 def phase_vllm(args, lora, fp8=False):
     import torch
     from vllm import LLM, SamplingParams
@@ -135,9 +163,16 @@ def phase_vllm(args, lora, fp8=False):
         kw.update(enable_lora=True, max_lora_rank=8, max_loras=1)
     if fp8:  # online fp8 weight quantization (per-tensor) + fp8 KV cache: a deployment option, not bf16
         kw.update(quantization="fp8", kv_cache_dtype="fp8")
+    extra = json.loads(args.phase_kwargs or "{}")
+    kw.update(extra)
+    res["variant"] = args.variant
+    res["variant_kwargs"] = extra
+    res["variant_env"] = json.loads(args.phase_env or "{}")
     res["engine_kwargs"] = {k: v for k, v in kw.items() if k != "model"}
     llm = LLM(**kw)
     res["engine_init_s"] = time.perf_counter() - t0
+    res["resolved"] = _resolved_config(llm)
+    log(f"resolved: {res['resolved']}")
     log(f"engine (lora={lora}, fp8={fp8}) up in {res['engine_init_s']:.0f}s")
     sp = SamplingParams(temperature=0.0, max_tokens=OUT_LEN, ignore_eos=True, detokenize=False)
     sp1 = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True, detokenize=False)
@@ -150,10 +185,15 @@ def phase_vllm(args, lora, fp8=False):
         ntok = sum(len(o.outputs[0].token_ids) for o in outs)
         return dt, ntok
 
-    # warm-up (also loads the adapter)
-    run(prompts(2, 99), SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, detokenize=False), None)
+    # warm-up (also loads the adapter); --warmup-concurrent adds one short 16-request batch per request kind
+    spw = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, detokenize=False)
+    run(prompts(2, 99), spw, None)
     if lora:
-        run(prompts(2, 98), SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, detokenize=False), req)
+        run(prompts(2, 98), spw, req)
+    if args.warmup_concurrent:
+        run(prompts(16, 97), spw, None)
+        if lora:
+            run(prompts(16, 96), spw, req)
     modes = [("base", None)] + ([("lora", req)] if lora else [])
     seed = 1000
     for mname, lr in modes:
@@ -173,11 +213,10 @@ def phase_vllm(args, lora, fp8=False):
                           "decode_tok_per_s": (nt - 1) / max(1e-9, dt - ttft), "runs_s": [x[0] for x in e2e]}
         for conc in (16, 64):
             rs = []
-            for _rep in range(2):
+            for _rep in range(args.reps):
                 rs.append(run(prompts(conc, seed), sp, lr))
                 seed += conc
-            rs.sort()
-            dt, nt = rs[0]
+            dt, nt = min(rs)
             rows[f"concurrent{conc}"] = {"elapsed_s": dt, "output_tokens": nt, "output_tok_per_s": nt / dt,
                                          "total_tok_per_s_incl_prompt": (nt + conc * PROMPT_LEN) / dt,
                                          "runs_s": [x[0] for x in rs]}
@@ -189,14 +228,15 @@ def phase_vllm(args, lora, fp8=False):
 
 
 def child(args):
+    kind, _, args.variant = args.phase.partition("@")
     try:
-        if args.phase == "anchor":
+        if kind == "anchor":
             r = phase_anchor(args)
-        elif args.phase == "vllm_base":
+        elif kind == "vllm_base":
             r = phase_vllm(args, lora=False)
-        elif args.phase == "vllm_lora":
+        elif kind == "vllm_lora":
             r = phase_vllm(args, lora=True)
-        elif args.phase == "vllm_fp8":
+        elif kind == "vllm_fp8":
             r = phase_vllm(args, lora=False, fp8=True)
         else:
             raise ValueError(args.phase)
@@ -207,6 +247,62 @@ def child(args):
     with open(args.phase_out, "w") as f:
         json.dump(r, f, indent=1)
     os._exit(0)  # do not wait on engine teardown
+
+
+def _nvidia_smi():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except Exception as e:
+        return repr(e)
+
+
+def _kill_group(proc):
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(3)
+
+
+def _wait_gpu_free(max_s=60, below_mib=3000):
+    t = time.perf_counter()
+    while time.perf_counter() - t < max_s:
+        try:
+            used = int(subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                                      capture_output=True, text=True, timeout=30).stdout.split()[0])
+        except Exception:
+            return
+        if used < below_mib:
+            return
+        time.sleep(2)
+    log(f"GPU memory still in use after {max_s}s")
+
+
+ROWS = ("batch1", "concurrent16", "concurrent64")
+
+
+def variant_summary(ph):
+    """Per-phase rows, LoRA/base time on the same engine, and each vllm_base* phase vs the first one of the call."""
+    out = {"rows": {}, "lora_time_ratio_same_engine": {}, "vs_first_base_phase": {}}
+    ref_name = next((n for n, r in ph.items() if n.startswith("vllm_base") and r.get("base")), None)
+    for n, r in ph.items():
+        if not n.startswith("vllm") or not r.get("base"):
+            continue
+        for mode in ("base", "lora"):
+            if r.get(mode):
+                out["rows"][f"{n}:{mode}"] = {k: round(r[mode][k]["output_tok_per_s"], 1) for k in ROWS if k in r[mode]}
+        if r.get("lora"):
+            out["lora_time_ratio_same_engine"][n] = {
+                k: r["lora"][k]["elapsed_s"] / r["base"][k]["elapsed_s"] for k in ROWS if k in r["lora"]}
+        if ref_name and n != ref_name:
+            ref = ph[ref_name]["base"]
+            out["vs_first_base_phase"][f"{n} / {ref_name}"] = {
+                k: r["base"][k]["output_tok_per_s"] / ref[k]["output_tok_per_s"] for k in ROWS if k in r["base"]}
+    return out
 
 
 def main():
@@ -220,6 +316,15 @@ def main():
     ap.add_argument("--lora-dir")
     ap.add_argument("--phase-timeout", type=int, default=240)
     ap.add_argument("--note", default="")
+    ap.add_argument("--engine-kwargs", default="{}", help="JSON merged into LLM(...) kwargs of every vLLM phase")
+    ap.add_argument("--variants", default="{}",
+                    help='JSON (or @file): {"NAME": {LLM kwargs..., "_env": {VAR: value}}} for phases KIND@NAME')
+    ap.add_argument("--reps", type=int, default=2, help="runs per concurrent row (best is reported)")
+    ap.add_argument("--warmup-concurrent", action="store_true")
+    ap.add_argument("--budget-s", type=float, default=0, help="whole-run deadline; phases get what is left")
+    ap.add_argument("--min-phase-s", type=float, default=120, help="skip a phase when less than this is left")
+    ap.add_argument("--phase-kwargs", default="{}")
+    ap.add_argument("--phase-env", default="{}")
     args = ap.parse_args()
     args.model_dir = args.model_dir or os.path.join(args.work, "llama31-8b-dummy")
     args.lora_dir = args.lora_dir or os.path.join(args.work, "lora-r8")
@@ -227,6 +332,8 @@ def main():
         child(args)
         return
     T0 = time.perf_counter()
+    variants = json.loads(Path(args.variants[1:]).read_text() if args.variants.startswith("@") else args.variants)
+    base_kw = json.loads(args.engine_kwargs)
     os.makedirs(args.work, exist_ok=True)
     write_model_dir(args.model_dir)
     result = {"benchmark": "vLLM serving, Llama-3.1-8B-shaped dummy weights, 1500 in / 256 out, ignore_eos, greedy, bf16",
@@ -234,7 +341,8 @@ def main():
               "anchor_reported": {"transformers_batch16_tok_per_s": 182},
               "goals": {"batch1_tok_per_s": 150, "concurrent16_vs_anchor": 10, "concurrent64_tok_per_s": 4000,
                         "lora_overhead_max": 0.10},
-              "phases": {}}
+              "engine_kwargs_all_phases": base_kw, "variants": variants, "reps": args.reps,
+              "warmup_concurrent": args.warmup_concurrent, "gpu_nvidia_smi": _nvidia_smi(), "phases": {}}
     try:
         result["lora_params"] = write_lora(args.lora_dir, args.model_dir)
     except Exception as e:
@@ -249,17 +357,44 @@ def main():
         po = os.path.join(args.work, f"{ph}.json")
         if os.path.exists(po):
             os.remove(po)
+        vname = ph.partition("@")[2]
+        if vname and vname not in variants:
+            raise SystemExit(f"unknown variant {vname!r} (have {sorted(variants)})")
+        vkw = dict(base_kw) if ph.startswith("vllm") else {}
+        venv = {}
+        for k, v in variants.get(vname, {}).items():
+            if k == "_env":
+                venv.update({ek: str(ev) for ek, ev in v.items()})
+            else:
+                vkw[k] = v
+        timeout = args.phase_timeout
+        if args.budget_s:
+            left = args.budget_s - (time.perf_counter() - T0)
+            if left < args.min_phase_s:
+                log(f"phase {ph} skipped: {left:.0f}s left of --budget-s")
+                result["phases"][ph] = {"ok": False, "error": f"skipped: {left:.0f}s left of the budget"}
+                dump()
+                continue
+            timeout = min(timeout, left - 5)
         t = time.perf_counter()
         cmd = [sys.executable, os.path.abspath(__file__), "--out", args.out, "--phase", ph, "--phase-out", po,
-               "--model-dir", args.model_dir, "--lora-dir", args.lora_dir]
+               "--model-dir", args.model_dir, "--lora-dir", args.lora_dir, "--reps", str(args.reps),
+               "--phase-kwargs", json.dumps(vkw), "--phase-env", json.dumps(venv)]
+        if args.warmup_concurrent:
+            cmd.append("--warmup-concurrent")
+        log(f"=== phase {ph}: kwargs {vkw} env {venv} (timeout {timeout:.0f}s)")
+        # own process group, so the engine-core process it spawns is ended with it before the next phase
+        proc = subprocess.Popen(cmd, env={**os.environ, **venv}, start_new_session=True)
         try:
-            subprocess.run(cmd, timeout=args.phase_timeout, check=False)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            log(f"phase {ph} timed out after {args.phase_timeout}s")
+            log(f"phase {ph} timed out after {timeout:.0f}s")
+        _kill_group(proc)
         r = json.loads(Path(po).read_text()) if os.path.exists(po) else {"ok": False, "error": "no result (timeout or crash)"}
         r["phase_wall_s"] = time.perf_counter() - t
         result["phases"][ph] = r
         dump()
+        _wait_gpu_free()
 
     # summary
     ph = result["phases"]
@@ -284,6 +419,7 @@ def main():
                 lo["base"][k]["output_tok_per_s"] / lo["lora"][k]["output_tok_per_s"] - 1)
     s["anchor_transformers_batch1_tok_per_s"] = a1
     s["anchor_transformers_batch16_tok_per_s"] = a16
+    s.update(variant_summary(ph))
     result["summary"] = s
     dump()
     log(json.dumps(s, indent=1))

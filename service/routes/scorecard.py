@@ -19,7 +19,7 @@ router = APIRouter(tags=["scorecard"])
 def card_out(c: Scorecard) -> ScorecardOut:
     return ScorecardOut(
         adapter=c.adapter, version=c.version, forecasts=c.forecasts, parsed=c.parsed,
-        scored=c.scored, parse_failure_rate=c.parse_failure_rate,
+        probed=c.probed, scored=c.scored, parse_failure_rate=c.parse_failure_rate,
         binary_accuracy=c.binary_accuracy, mse=c.mse, mean_latency_s=c.mean_latency_s,
         mean_ttft_s=c.mean_ttft_s, tokens_per_s=c.tokens_per_s,
     )

@@ -74,3 +74,31 @@ def test_case_and_spacing_variants(variant, expected):
 def test_unreadable_answers_raise_a_typed_error(bad):
     with pytest.raises(AnswerParseError):
         parse_answer(bad)
+
+
+# -- cut-off answers: the probe rule shared by training's evaluation and the service ---------
+
+
+def test_bin_phrases_are_the_twelve_bins_as_answers_write_them() -> None:
+    from forecast.answer import bin_phrases
+    from forecast.bins import Bin, bin_of_phrase
+
+    phrases = bin_phrases()
+    assert len(phrases) == 12 and " Up by 0-1%" in phrases and " Down by more than 5%" in phrases
+    assert [bin_of_phrase(p) for p in phrases] == list(Bin)
+
+
+def test_read_partial_takes_the_probe_only_when_the_text_has_no_readable_bin() -> None:
+    from forecast.answer import probe_text, read_partial
+    from forecast.bins import Bin
+
+    cut = "[Positive Developments]:\n1. Strong sales.\n\n[Potential Concerns]:\n1. Debt"
+    assert read_partial(cut) is None
+    assert read_partial(cut, " unclear") is None
+    probed = read_partial(cut, " Down by 3-4%")
+    assert probed is not None and probed.prediction is Bin.D4 and probed.prediction_source == "probe"
+    assert probed.positive == "1. Strong sales." and probed.concerns == "1. Debt"
+    assert probe_text(cut).endswith("1. Debt\n\n[Prediction & Analysis]:\nPrediction:")
+    full = cut + "\n\n[Prediction & Analysis]:\nPrediction: Up by 1-2%\nAnalysis: fine."
+    read = read_partial(full, " Down by 3-4%")  # a readable answer ignores the probe
+    assert read is not None and read.prediction is Bin.U2 and read.prediction_source == "line"

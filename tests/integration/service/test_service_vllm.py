@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from forecast.answer import bin_phrases
 from service.manifest import WEIGHTS
 from service.testing import error_of, parse_sse
 
@@ -29,7 +30,12 @@ async def test_ready_and_forecast(client: httpx.AsyncClient) -> None:
     assert body["adapter"] == "llama-fingpt@v1" and body["base"] == "llama"
     assert body["week_start"] == "2023-12-31" and body["company"] == "Apple Inc"
     assert 0 < body["generated_tokens"] <= 8 and body["raw_text"]
-    assert (body["prediction"] is None) == (body["parse_error"] is not None)
+    # 8 tokens end the answer before its Prediction line: the engine is asked for the bin with
+    # vLLM's structured output (one of the twelve phrases), and the forecast says so
+    assert body["parse_error"] and "Prediction:" not in body["raw_text"]
+    assert body["prediction"]["source"] == "probe"
+    assert " " + body["prediction"]["text"] in bin_phrases()
+    assert body["prediction"]["bin"][0] == ("U" if body["prediction"]["direction"] == "up" else "D")
     assert body["latency"]["ttft_s"] > 0 and body["latency"]["total_s"] >= body["latency"]["ttft_s"]
 
 

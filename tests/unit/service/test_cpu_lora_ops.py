@@ -60,6 +60,8 @@ def test_segmented_variants_match(case):
 def test_register_patches_the_cpu_punica_wrapper(monkeypatch):
     from vllm.lora.punica_wrapper import punica_cpu
 
+    wrapper = punica_cpu.PunicaWrapperCPU
+    monkeypatch.setattr(wrapper, "add_lora_linear", wrapper.add_lora_linear)  # restored after
     monkeypatch.setattr(punica_cpu, "bgmv_shrink", ref.bgmv_shrink)
     monkeypatch.setenv("FORECAST_CPU_LORA_OPS", "0")
     grouped.register()
@@ -67,3 +69,68 @@ def test_register_patches_the_cpu_punica_wrapper(monkeypatch):
     monkeypatch.setenv("FORECAST_CPU_LORA_OPS", "1")
     grouped.register()
     assert punica_cpu.bgmv_shrink is grouped.bgmv_shrink
+    assert wrapper.add_lora_linear is grouped.add_lora_linear
+
+
+# -- the fused add_lora_linear ------------------------------------------------------------
+
+
+def _wrapper(idx: torch.Tensor):
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    w = PunicaWrapperCPU(max_num_batched_tokens=64, max_batches=8, device="cpu")
+    w._token_lora_indices[: idx.numel()].copy_(idx)
+    w.indices_len = [idx.numel()] * 4
+    return w
+
+
+def _layer(slots: int, r: int, d: int, sizes: tuple[int, ...], seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    a = tuple(torch.randn(slots, 1, r, d, generator=g) for _ in sizes)
+    b = tuple(torch.randn(slots, 1, size, r, generator=g) for size in sizes)
+    return a, b
+
+
+def _reference(y, x, a, b, idx, scale, sizes):
+    """The semantics vLLM documents: per token, per slice, y += (x @ A^T * scale) @ B^T."""
+    out = y.clone()
+    for t, slot in enumerate(idx.tolist()):
+        if slot < 0:
+            continue
+        off = 0
+        for ai, bi, size in zip(a, b, sizes, strict=True):
+            out[t, off : off + size] += ((x[t] @ ai[slot, 0].T) * scale) @ bi[slot, 0].T
+            off += size
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_add_lora_linear_matches_the_per_slice_semantics(case, dtype):
+    sizes = (case["d"], case["d"] // 2, case["d"] // 2)  # q, k, v
+    a, b = _layer(3, case["r"], case["d"], sizes)
+    a, b = tuple(t.to(dtype) for t in a), tuple(t.to(dtype) for t in b)
+    x = case["x"].to(dtype)
+    y = torch.randn(case["n"], sum(sizes)).to(dtype)
+    expected = _reference(y.float(), x.float(), tuple(t.float() for t in a), tuple(t.float() for t in b),
+                          case["idx"], 0.5, sizes)
+    w = _wrapper(case["idx"])
+    grouped.add_lora_linear(w, y, x, a, b, 0.5, sizes)
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 0.5, "rtol": 0.02}
+    torch.testing.assert_close(y.float(), expected, **tol)
+
+
+def test_fused_weights_follow_an_adapter_loaded_into_the_slot_in_place(case):
+    sizes = (case["d"],)
+    a, b = _layer(3, case["r"], case["d"], sizes)
+    idx = torch.zeros(case["n"], dtype=torch.long)
+    w = _wrapper(idx)
+    y0 = torch.zeros(case["n"], case["d"])
+    grouped.add_lora_linear(w, y0, case["x"], a, b, 1.0, sizes)
+    a[0][0].mul_(2.0)  # how vLLM loads a new adapter into a slot: an in-place copy
+    y1 = torch.zeros(case["n"], case["d"])
+    grouped.add_lora_linear(w, y1, case["x"], a, b, 1.0, sizes)
+    torch.testing.assert_close(y1, 2 * y0)
+    w._token_lora_indices[: case["n"]].fill_(-1)  # next step: no token uses an adapter
+    y2 = torch.zeros(case["n"], case["d"])
+    grouped.add_lora_linear(w, y2, case["x"], a, b, 1.0, sizes)
+    assert not y2.any()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from forecast.answer import bin_phrases
 from forecast.windows import WindowConfig, build_prompt
 from service.backfill import replay, sundays
 from service.forecast_log import ForecastLog, ForecastRow, new_id
@@ -113,3 +114,68 @@ def _rows(log: ForecastLog) -> list[ForecastRow]:
 
     with Session(log.engine) as session:
         return list(session.scalars(select(ForecastRow).order_by(ForecastRow.as_of)))
+
+
+async def test_a_cut_off_answer_gets_its_bin_probed_and_counted(serve: Any, engines: Any) -> None:
+    """An answer ended by the token budget before its Prediction line gets one constrained
+    request for the bin; the forecast says so, the log stores it, the scorecard and the
+    metrics count it apart from parsed answers."""
+    async with serve(max_new_tokens=6) as client:
+        body = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})).json()
+        card = (await client.get("/v1/adapters/llama-fingpt/scorecard")).json()["versions"][0]
+        metrics = (await client.get("/metrics")).text
+        row = client.app.state.service.forecast_log.get(body["id"])  # type: ignore[attr-defined]
+    assert body["parse_error"] and body["prediction"]["source"] == "probe"
+    assert body["raw_text"].startswith("[Positive Developments]") and "Prediction" not in body["raw_text"]
+    assert " " + body["prediction"]["text"] in bin_phrases()
+    assert row is not None and row.prediction == body["prediction"]["bin"] and row.prediction_source == "probe"
+    assert (card["forecasts"], card["parsed"], card["probed"]) == (1, 0, 1)
+    assert 'forecast_probed_total{adapter="llama-fingpt",arm="direct",version="v1"} 1.0' in metrics
+    probes = [u for u in engines["llama"].used if u is not None]
+    assert probes == ["llama-fingpt@v1", "llama-fingpt@v1"]  # the answer, then its bin probe
+
+
+async def test_without_probing_a_cut_off_answer_has_no_prediction(serve: Any) -> None:
+    async with serve(max_new_tokens=6, probe_unparsed=False) as client:
+        body = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})).json()
+        card = (await client.get("/v1/adapters/llama-fingpt/scorecard")).json()["versions"][0]
+    assert body["prediction"] is None and body["parse_error"]
+    assert (card["forecasts"], card["parsed"], card["probed"], card["parse_failure_rate"]) == (1, 0, 0, 1.0)
+
+
+async def test_a_failing_probe_leaves_the_answer_without_a_bin_and_is_counted(
+    serve: Any, engines: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.engine import EngineError
+
+    real = engines["llama"].generate
+
+    def failing(prompt: str, params: Any, lora: Any, request_id: str) -> Any:
+        if params.choices:
+            raise EngineError("probe failed")
+        return real(prompt, params, lora, request_id)
+
+    monkeypatch.setattr(engines["llama"], "generate", failing)
+    async with serve(max_new_tokens=6) as client:
+        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})
+        metrics = (await client.get("/metrics")).text
+    assert r.status_code == 200 and r.json()["prediction"] is None and r.json()["parse_error"]
+    assert 'forecast_probe_failures_total{adapter="llama-fingpt",arm="direct",version="v1"} 1.0' in metrics
+
+
+def test_an_older_log_file_gains_the_new_columns(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    old = create_engine(url)
+    with old.begin() as conn:  # the table as it was before prediction_source existed
+        cols = ", ".join(
+            f"{c.name} {c.type.compile(dialect=old.dialect)}"
+            for c in ForecastRow.__table__.columns if c.name != "prediction_source"
+        )
+        conn.execute(text(f"CREATE TABLE forecasts ({cols})"))
+    old.dispose()
+    log = ForecastLog(url)
+    assert "prediction_source" in {c["name"] for c in inspect(log.engine).get_columns("forecasts")}
+    log.add(_row("KO", dt.date(2023, 12, 3)))
+    assert log.count() == 1 and log.scorecards("a")[0].parsed == 1

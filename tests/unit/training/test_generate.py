@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from forecast.answer import PROBE_HEADER, probe_text, sections
 from forecast.bins import Bin
-from training.generate import FALLBACK_BIN, PROBE_HEADER, probe_text, read_answer, sections
+from training.generate import FALLBACK_BIN, read_answer
 
 FULL = (
     "[Positive Developments]:\n1. Strong sales.\n\n[Potential Concerns]:\n1. Debt.\n\n"

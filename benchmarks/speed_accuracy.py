@@ -1,0 +1,197 @@
+"""Speed vs accuracy per adapter version, through the service, on the evaluation weeks.
+
+    python benchmarks/speed_accuracy.py [--start 2023-10-22] [--end 2023-12-17] \
+        [--tickers AAPL MSFT KO JPM CVX] [--adapters fingpt-llama@v2 ...] [--max-new-tokens 96]
+
+The real service (in process, over real vLLM CPU engines, one per base) forecasts every
+(evaluation week, ticker) with each adapter version in turn, through ``POST /v1/forecast``
+exactly as the backfill does (``service.backfill.replay``): prompt from the bundled snapshot,
+engine, parse (a cut-off answer gets its bin probed), forecast log. The wall time of each
+version's replay gives forecasts/s; the scorer then fills the realized returns and the
+version's scorecard gives binary accuracy, MSE (bin midpoints), parsed/probed counts, mean
+latency and tokens/s. The naive baselines are scored on the same (week, ticker) labels.
+
+Default: every version on disk under ``--adapter-root`` (the trained ones, and the untrained
+``v0`` stand-ins as a reference), and the weeks the training held back (2023-10-22 ..
+2023-12-17), so the trained versions are scored out of sample. A fresh forecast log per run.
+Writes benchmarks/results/speed_accuracy.json and .png and prints the table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS, WORK, machine  # noqa: E402
+
+TICKERS = ["AAPL", "MSFT", "KO", "JPM", "CVX"]
+
+
+def baselines(tickers: list[str], weeks: list[dt.date], train: tuple[dt.date, dt.date]) -> dict[str, Any]:
+    """The naive baselines on the same (week, ticker) labels the adapters are scored on."""
+    from forecast.metrics import naive_baselines
+    from forecast.providers.snapshot import SnapshotMarketData
+    from forecast.windows import WEEK, weekly_labels
+
+    market = SnapshotMarketData()
+    labels, last_week, train_labels = [], [], []
+    for ticker in tickers:
+        series = dict(weekly_labels(market, ticker, weeks[0] - WEEK, weeks[-1] + WEEK))
+        for week in weeks:
+            labels.append(series[week])
+            last_week.append(series[week - WEEK])
+        train_labels += [b for _, b in weekly_labels(market, ticker, *train)]
+    scores = naive_baselines(labels, last_week, train_labels)
+    return {name: {"n": s.n, "binary_accuracy": s.binary_accuracy, "mse": s.mse} for name, s in scores.items()}
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from pydantic import SecretStr
+    from sqlalchemy import text
+
+    from forecast.providers.snapshot import SnapshotMarketData
+    from forecast.settings import DataSettings
+    from service.app import create_app
+    from service.backfill import replay, sundays
+    from service.main import close_engines, prepare_settings, start_engines
+    from service.manifest import versions_on_disk
+    from service.settings import EngineSettings, ServiceSettings
+
+    work = WORK / "speed_accuracy"
+    shutil.rmtree(work, ignore_errors=True)
+    token = secrets.token_urlsafe(16)
+    settings = ServiceSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        adapter_root=args.adapter_root, db_url=f"sqlite:///{work / 'forecasts.sqlite3'}",
+        admin_token=SecretStr(token), max_new_tokens=args.max_new_tokens, max_inflight=1024,
+        engines=[EngineSettings(base=b, kv_cache_gib=1, max_model_len=4096) for b in ("llama", "deepseek")],
+    )
+    settings = prepare_settings(settings, DataSettings(), demo_adapters=True)
+    targets = args.adapters or [
+        f"{name}@{v}" for name in settings.preload for v in versions_on_disk(args.adapter_root, name)
+    ]
+    weeks = sundays(args.start, args.end)
+    engines = await start_engines(settings)
+    rows: list[dict[str, Any]] = []
+    try:
+        app = create_app(settings, engines, SnapshotMarketData())
+        async with app.router.lifespan_context(app):
+            admin = {"Authorization": f"Bearer {token}"}
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=None) as c:
+                for target in targets:
+                    name, version = target.split("@", 1)
+                    r = await c.post("/v1/adapters", headers=admin,
+                                     json={"name": name, "version": version, "promote": False})
+                    if r.status_code not in (201, 409):
+                        r.raise_for_status()
+                await replay(c, weeks[:1], args.tickers[:2], targets, token, args.concurrency)  # warm-up
+                with app.state.service.forecast_log.engine.begin() as conn:  # this run's own log
+                    conn.execute(text("DELETE FROM forecasts"))
+                for target in targets:
+                    t0 = time.perf_counter()
+                    report = await replay(c, weeks, args.tickers, [target], token, args.concurrency)
+                    wall = time.perf_counter() - t0
+                    name, version = target.split("@", 1)
+                    card = next(v for v in report["scorecards"][target]["versions"] if v["version"] == version)
+                    manifest = json.loads((args.adapter_root / name / version / "adapter.json").read_text())
+                    rows.append({
+                        "adapter": target, "trained": "note" not in manifest,
+                        "base_model": manifest.get("base_model"), "requests": report["requests"],
+                        "failed": len(report["failed"]), "wall_s": wall,
+                        "forecasts_per_s": report["requests"] / wall, **card,
+                    })
+    finally:
+        await close_engines(engines)
+    return {
+        "benchmark": "speed_accuracy",
+        "machine": machine(),
+        "config": {k: str(v) if isinstance(v, Path | dt.date) else v for k, v in vars(args).items()},
+        "weeks": [w.isoformat() for w in weeks],
+        "note": "after a warm-up (deleted from the log) each version replays alone: forecasts_per_s "
+                "is that replay's wall time; the other columns are the version's scorecard",
+        "adapters": rows,
+        "baselines": baselines(args.tickers, weeks, (args.train_start, args.train_end)),
+    }
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in report["adapters"]:
+        if row["binary_accuracy"] is None:
+            continue
+        marker = "o" if row["trained"] else "x"
+        ax.scatter([row["forecasts_per_s"]], [row["binary_accuracy"]], marker=marker, s=70,
+                   label=f"{row['adapter']} (MSE {row['mse']:.1f})")
+        ax.annotate(row["adapter"], (row["forecasts_per_s"], row["binary_accuracy"]), fontsize=7,
+                    textcoords="offset points", xytext=(5, 4))
+    for name, b in report["baselines"].items():
+        ax.axhline(b["binary_accuracy"], linestyle=":", linewidth=1, color="grey")
+        ax.annotate(f"{name} (MSE {b['mse']:.1f})", (ax.get_xlim()[0], b["binary_accuracy"]),
+                    fontsize=7, color="grey")
+    ax.set(xlabel="forecasts/s through the service (CPU, tiny model)", ylabel="binary accuracy",
+           title="Speed vs accuracy per adapter version, evaluation weeks")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(report: dict[str, Any]) -> str:
+    def f(x: Any, spec: str = ".3f") -> str:
+        return "-" if x is None else format(x, spec)
+
+    head = f"{'adapter':<26}{'n':>5}{'fc/s':>8}{'tok/s':>8}{'lat s':>8}{'parsed':>8}{'probed':>8}{'acc':>7}{'mse':>8}"
+    lines = [head]
+    for r in report["adapters"]:
+        lines.append(f"{r['adapter']:<26}{r['forecasts']:>5}{f(r['forecasts_per_s']):>8}{f(r['tokens_per_s'], '.1f'):>8}"
+                     f"{f(r['mean_latency_s'], '.2f'):>8}{r['parsed']:>8}{r['probed']:>8}"
+                     f"{f(r['binary_accuracy']):>7}{f(r['mse'], '.2f'):>8}")
+    for name, b in report["baselines"].items():
+        lines.append(f"{'baseline ' + name:<26}{b['n']:>5}{'':>48}{f(b['binary_accuracy']):>7}{f(b['mse'], '.2f'):>8}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2023, 10, 22))
+    p.add_argument("--end", type=dt.date.fromisoformat, default=dt.date(2023, 12, 17))
+    p.add_argument("--train-start", type=dt.date.fromisoformat, default=dt.date(2023, 1, 15))
+    p.add_argument("--train-end", type=dt.date.fromisoformat, default=dt.date(2023, 8, 27))
+    p.add_argument("--tickers", nargs="+", default=TICKERS)
+    p.add_argument("--adapters", nargs="*", help="name@version; default: every version on disk")
+    p.add_argument("--adapter-root", type=Path, default=ROOT / "var" / "adapters")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--out", type=Path, default=RESULTS / "speed_accuracy.json")
+    args = p.parse_args()
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    report = asyncio.run(measure(args))
+    print(table(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    plot(report, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
