@@ -84,6 +84,9 @@ def machine() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=ROOT).stdout.strip()
+    rev += "+uncommitted" if dirty else ""
     return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
             "dtype": cpu_dtype(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "code_revision": rev,
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}

@@ -32,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (
+    RESULTS,
     cpu_dtype,
     machine,
     merged_model,
@@ -118,6 +119,32 @@ def _read_json(proc: subprocess.Popen[str]) -> dict[str, Any]:
     raise RuntimeError("benchmark worker exited early")
 
 
+def plot(payload: dict[str, Any], path: Path) -> None:
+    """Each mode's wall time per round, relative to base in the same round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = payload["modes"]
+    base = [r["wall_s"] for r in modes["base"]["rounds"]]
+    names = list(modes)
+    medians = [statistics.median(r["wall_s"] / b for r, b in zip(modes[m]["rounds"], base, strict=True)) for m in names]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    labels = {"lora_stock": "LoRA, vLLM's CPU ops", "lora_grouped": "LoRA, product's fused path",
+              "merged": "adapter merged", "hf_peft": "transformers + peft"}
+    bars = ax.barh([labels.get(m, m) for m in names], medians, color=["grey" if m in ("base", "merged") else "tab:blue" for m in names])
+    ax.bar_label(bars, labels=[f"{v:.2f}x" for v in medians], padding=3, fontsize=8)
+    ax.axvline(payload["goals"]["lora_over_base"], linestyle=":", color="red", label="LoRA goal 1.25x")
+    ax.set(xscale="log", xlabel="wall time / base vLLM, same round (median)",
+           title=f"{payload['prompts']} FinGPT prompts, {payload['max_tokens']} tokens out, {payload['machine']['cpu']}")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=8)
@@ -126,7 +153,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--child", choices=MODES)
     ap.add_argument("--out", type=Path, help="default: benchmarks/results/cpu_lora_overhead.json")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
     args = ap.parse_args()
+    if args.plot_only:
+        path = args.out or RESULTS / "cpu_lora_overhead.json"
+        plot(json.loads(path.read_text()), path.with_suffix(".png"))
+        return
     if args.child:
         child(args.child, args.prompts, args.max_tokens)
         return
@@ -189,6 +221,7 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
     path = args.out or write_result("cpu_lora_overhead", payload)
+    plot(payload, path.with_suffix(".png"))
     print(json.dumps(payload["ratios"], indent=2))
     print(f"wrote {path}")
 
