@@ -170,17 +170,17 @@ class Forecaster:
             if chunk.delta:
                 pieces.append(chunk.delta)
                 yield chunk.delta
+        generated = time.perf_counter()  # decode rate: the answer's own tokens and time
         text = "".join(pieces)
         parsed, parse_error = _parse(text)
         if parsed is None and self._settings.probe_unparsed:
             parsed = await self._probe(engine, prompt, text, adapter, route, forecast_id)
-        done = time.perf_counter()
         latency = Latency(
             prompt_build_s=prepared.build_s,
             queue_s=queue_s,
             ttft_s=None if first is None else first - submitted,
-            generation_s=None if first is None else done - first,
-            total_s=done - prepared.started,
+            generation_s=None if first is None else generated - first,
+            total_s=time.perf_counter() - prepared.started,  # the bin probe included
         )
         response = self._response(
             forecast_id, prepared, adapter, route, text, (parsed, parse_error), latency, tokens
