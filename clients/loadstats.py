@@ -142,12 +142,44 @@ def stickiness(samples: Sequence[Sample], events: Sequence[Event]) -> dict[str, 
     }
 
 
+def swap_effects(samples: Sequence[Sample], events: Sequence[Event]) -> list[dict[str, Any]]:
+    """For each successful swap: how soon after the admin call *returned* the new version
+    served — the first request it took (start), its first token, its first whole answer — and
+    how many requests failed while the swap was in progress or after it.
+
+    A swap event's ``detail["after"]`` is the ``name@version`` now serving the alias."""
+    out: list[dict[str, Any]] = []
+    for e in events:
+        if e.kind != "swap" or not e.ok:
+            continue
+        ref = e.detail.get("after")
+        returned = e.started_s + e.duration_s
+        new = [s for s in samples if s.ok and s.adapter == ref and s.start_s >= e.started_s]
+        first_token = [s.start_s + s.ttft_s - returned for s in new if s.ttft_s is not None]
+        out.append({
+            "target": e.target,
+            "version": ref,
+            "admin_call_s": _r(e.duration_s),
+            "requests_served_by_new": len(new),
+            "first_request_after_return_s": _r(min((s.start_s - returned for s in new), default=None)),
+            "first_token_after_return_s": _r(min(first_token, default=None)),
+            "first_answer_after_return_s": _r(
+                min((s.start_s + s.latency_s - returned for s in new), default=None)
+            ),
+            "failed_after_swap_started": sum(
+                1 for s in samples if not s.ok and s.start_s + s.latency_s >= e.started_s
+            ),
+        })  # fmt: skip
+    return out
+
+
 def summarize(
     samples: Sequence[Sample],
     events: Sequence[Event],
     elapsed_s: float,
     config: dict[str, Any],
     bucket_s: float = 10.0,
+    keep_samples: bool = False,
 ) -> dict[str, Any]:
     by_arm: dict[str, list[Sample]] = defaultdict(list)
     by_adapter: dict[str, list[Sample]] = defaultdict(list)
@@ -165,5 +197,7 @@ def summarize(
         },
         "events": [asdict(e) for e in events],
         "stickiness": stickiness(samples, events),
+        "swap_effects": swap_effects(samples, events),
         "timeline": timeline(samples, bucket_s),
+        **({"samples": [asdict(s) for s in samples]} if keep_samples else {}),
     }

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -92,6 +93,7 @@ class EngineStats:
     kv_cache_usage: float | None = None  # 0..1
     running: int | None = None
     waiting: int | None = None
+    start_seconds: float | None = None  # how long the engine took to start
 
 
 class EngineClient(Protocol):
@@ -117,6 +119,19 @@ class EngineClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+def on_gpu() -> bool:
+    """Whether vLLM will run on a CUDA GPU here (torch imported only when asked)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def gpu_count() -> int:
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
 def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     try:
         return "avx512_bf16" in cpuinfo.read_text()
@@ -124,11 +139,48 @@ def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
         return False
 
 
-def resolve_dtype(setting: str) -> str:
-    """bfloat16 only on CPUs with native bf16 dot products (AVX2 bf16 gave wrong text)."""
+def resolve_dtype(setting: str, gpu: bool = False) -> str:
+    """auto: bfloat16 on a GPU; on CPU only with native bf16 dot products (AVX2 bf16 gave
+    wrong text), else float32."""
     if setting != "auto":
         return setting
-    return "bfloat16" if cpu_supports_bf16() else "float32"
+    return "bfloat16" if gpu or cpu_supports_bf16() else "float32"
+
+
+# Passed to vLLM on a GPU always; on CPU only when set explicitly (CPU defaults unchanged).
+_PASSTHROUGH = (
+    "load_format", "tokenizer", "quantization", "kv_cache_dtype", "tensor_parallel_size",
+    "max_num_batched_tokens",
+)
+
+
+def engine_kwargs(settings: EngineSettings, gpu: bool) -> dict[str, Any]:
+    """The keyword arguments of vLLM's ``AsyncEngineArgs`` for ``settings`` on this platform.
+
+    KV-cache size: on CPU ``kv_cache_gib`` (vLLM needs an explicit size there); on a GPU
+    ``gpu_memory_utilization`` sizes it unless ``kv_cache_gib`` was set explicitly."""
+    explicit = settings.model_fields_set
+    kwargs: dict[str, Any] = {
+        "model": settings.model,
+        "dtype": resolve_dtype(settings.dtype, gpu),
+        "enforce_eager": not gpu if settings.enforce_eager is None else settings.enforce_eager,
+        "enable_lora": True,
+        "max_loras": settings.max_loras,
+        "max_cpu_loras": max(settings.max_cpu_loras, settings.max_loras),
+        "max_lora_rank": settings.max_lora_rank,
+        "max_model_len": settings.max_model_len,
+        "max_num_seqs": settings.max_num_seqs,
+        "seed": settings.seed,
+        "disable_log_stats": True,  # our stat logger still gets scheduler stats
+    }
+    if settings.kv_cache_gib is not None and (not gpu or "kv_cache_gib" in explicit):
+        kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib << 30
+    if gpu and settings.gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+    for name in _PASSTHROUGH:
+        if gpu or name in explicit:
+            kwargs[name] = getattr(settings, name)
+    return kwargs
 
 
 def resolve_model_id(settings: EngineSettings) -> str:
@@ -185,16 +237,19 @@ def _stat_logger_class(box: _StatsBox) -> Any:
 class VLLMEngine:
     """vLLM's ``AsyncLLM`` with LoRA enabled, for one base model."""
 
-    def __init__(self, llm: AsyncLLM, info: EngineInfo, box: _StatsBox) -> None:
+    def __init__(
+        self, llm: AsyncLLM, info: EngineInfo, box: _StatsBox, start_seconds: float | None = None
+    ) -> None:
         self._llm = llm
         self._info = info
         self._box = box
+        self.start_seconds = start_seconds
 
     @classmethod
-    def start(cls, settings: EngineSettings) -> VLLMEngine:
+    def start(cls, settings: EngineSettings, gpu: bool | None = None) -> VLLMEngine:
         """Start the engine (blocks ~30 s on CPU in eager mode). Call it inside the event loop
         that will use it, or in a worker thread (no running loop there): vLLM then starts its
-        output loop on the first call made from the serving loop."""
+        output loop on the first call made from the serving loop. ``gpu``: None detects it."""
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -202,21 +257,10 @@ class VLLMEngine:
 
         lifeline.install()  # the engine core dies with this process, even on SIGKILL
         box = _StatsBox()
-        args = AsyncEngineArgs(
-            model=settings.model,
-            dtype=resolve_dtype(settings.dtype),  # type: ignore[arg-type]
-            enforce_eager=settings.enforce_eager,
-            enable_lora=True,
-            max_loras=settings.max_loras,
-            max_cpu_loras=max(settings.max_cpu_loras, settings.max_loras),
-            max_lora_rank=settings.max_lora_rank,  # type: ignore[arg-type]
-            max_model_len=settings.max_model_len,
-            max_num_seqs=settings.max_num_seqs,
-            kv_cache_memory_bytes=settings.kv_cache_gib << 30,
-            seed=settings.seed,
-            disable_log_stats=True,  # our sink below still gets scheduler stats
-        )
+        args = AsyncEngineArgs(**engine_kwargs(settings, on_gpu() if gpu is None else gpu))
+        started = time.perf_counter()
         llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_class(box)])
+        seconds = time.perf_counter() - started
         info = EngineInfo(
             base=settings.base,
             model_id=resolve_model_id(settings),
@@ -224,8 +268,11 @@ class VLLMEngine:
             max_lora_rank=settings.max_lora_rank,
             max_loras=settings.max_loras,
         )
-        log.info("engine %s started on %s (%s)", settings.base, settings.model, args.dtype)
-        return cls(llm, info, box)
+        log.info(
+            "engine %s started on %s (%s) in %.1f s", settings.base, settings.model, args.dtype,
+            seconds,
+        )
+        return cls(llm, info, box, seconds)
 
     @property
     def info(self) -> EngineInfo:
@@ -234,7 +281,6 @@ class VLLMEngine:
     async def generate(
         self, prompt: str, params: GenerationParams, lora: LoraRef | None, request_id: str
     ) -> AsyncIterator[Chunk]:
-        from vllm.exceptions import VLLMClientError
         from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -274,7 +320,7 @@ class VLLMEngine:
                 )
         except EngineDeadError as exc:
             raise EngineDead(f"engine {self._info.base} is dead") from exc
-        except VLLMClientError as exc:
+        except _client_errors() as exc:
             raise PromptRejected(str(exc)) from exc
         except Exception as exc:
             if isinstance(exc, GeneratorExit):
@@ -301,7 +347,7 @@ class VLLMEngine:
         return set(await self._llm.list_loras())
 
     def stats(self) -> EngineStats:
-        return self._box.value
+        return replace(self._box.value, start_seconds=self.start_seconds)
 
     def core_pids(self) -> list[int]:
         """PIDs of the engine-core processes (fault-injection tests kill them)."""
@@ -322,6 +368,17 @@ class VLLMEngine:
         interpreter exit, when module globals are gone, and fails noisily: make that a no-op."""
         self._llm.shutdown()
         setattr(self._llm, "shutdown", _already_shut_down)  # noqa: B010
+
+
+def _client_errors() -> tuple[type[Exception], ...]:
+    """What vLLM raises for a request it refuses (prompt too long, bad parameters): a
+    ``VLLMClientError`` in recent releases; a plain ``ValueError`` in 0.20-0.2x, the line that
+    pins the GPU image's torch 2.11."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return (ValueError,)
+    return (VLLMClientError,)
 
 
 def _already_shut_down(timeout: float | None = None) -> None:

@@ -3,7 +3,9 @@
 Settings come from ``FORECAST_SERVICE_*`` (service) and ``FORECAST_*`` (market data) in the
 environment, read here and nowhere else. On the embedded default (tiny model, bundled
 snapshot) ``--demo-adapters`` writes untrained stand-in adapters for any base that has none,
-preloads them and splits traffic evenly between them.
+preloads them and splits traffic evenly between them. A configuration that cannot work
+(GPU memory shares over the card, prompts longer than the context) is refused before any
+engine starts (``service.preflight``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import uvicorn
 from forecast.basemodels import materialize_tiny_model
 from forecast.providers.base import MarketData
 from forecast.settings import DataSettings, market_data_from_settings
-from service.engine import EngineClient, VLLMEngine, resolve_model_id
+from service.engine import EngineClient, VLLMEngine, gpu_count, on_gpu, resolve_model_id
+from service.preflight import PreflightError, preflight
 from service.settings import TINY_MODEL_DIR, ServiceSettings
 
 log = logging.getLogger("service")
@@ -117,6 +120,16 @@ def main(argv: list[str] | None = None) -> None:
     settings = ServiceSettings(**overrides)
     data = DataSettings()
     settings = prepare_settings(settings, data, args.demo_adapters)
+    gpu = on_gpu()
+    try:
+        preflight(settings, gpu=gpu, gpus=gpu_count())
+    except PreflightError as exc:  # the message on stderr, exit status 1, no traceback
+        raise SystemExit(f"python -m service: refusing to start: {exc}") from None
+    if gpu:
+        # Asking torch about the GPU touched CUDA in this process: an engine core forked from
+        # it cannot use CUDA ("Cannot re-initialize CUDA in forked subprocess", seen on the
+        # H200). Spawned engine cores start clean.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     asyncio.run(serve(settings, market_data_from_settings(data)))
 
 

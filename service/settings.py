@@ -33,15 +33,38 @@ class EngineSettings(BaseModel):
         "checkpoint's config.json _name_or_path, else `model`.",
     )
     chat_format: ChatFormat | None = None  # default: the base's own format
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 only with avx512_bf16
+    # auto: bfloat16 on a GPU; on CPU bfloat16 only with avx512_bf16, else float32.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_loras: int = Field(default=4, ge=1)  # adapters in one batch (old + new during a swap)
     max_cpu_loras: int = Field(default=8, ge=1)
     max_lora_rank: int = Field(default=16, ge=1)
     max_model_len: int = Field(default=8192, ge=256)  # 4-week prompts reach ~6k tokens
     max_num_seqs: int = Field(default=16, ge=1)
-    kv_cache_gib: int = Field(default=2, ge=1)
-    enforce_eager: bool = True  # compiled mode starts in minutes on CPU; eager in ~30 s
+    kv_cache_gib: int | None = Field(
+        default=2, ge=1,
+        description="KV-cache size. CPU: passed unless None (None: vLLM sizes it itself). "
+        "GPU: passed only when set explicitly; otherwise gpu_memory_utilization sizes it.",
+    )
+    enforce_eager: bool | None = Field(
+        default=None,
+        description="None: eager on CPU (compiled mode starts in minutes there), CUDA graphs "
+        "on a GPU.",
+    )
     seed: int = 0
+
+    # GPU knobs. On CPU, gpu_memory_utilization is ignored and the others are passed to vLLM
+    # only when set explicitly, so CPU defaults give the same engine as before.
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1,
+        description="The engine's share of the card (weights + activations + KV cache); None: "
+        "vLLM's default (0.9). Engines sharing one GPU split it, e.g. 0.45 each.",
+    )
+    load_format: str = "auto"  # "dummy": random weights, for 8B-shaped runs without a download
+    tokenizer: str | None = None  # tokenizer dir or HF id; None: the model's own
+    quantization: Literal["fp8"] | None = None  # fp8: weights quantized online at load
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"  # fp8 roughly doubles the KV-cache tokens
+    tensor_parallel_size: int = Field(default=1, ge=1)  # GPUs one engine spans
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)  # None: vLLM's default
 
     @field_validator("base")
     @classmethod

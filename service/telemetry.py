@@ -184,13 +184,18 @@ class _LiveCollector(Collector):
         waiting = GaugeMetricFamily(
             "forecast_engine_waiting_requests", "Requests waiting in the engine.", labels=["base"]
         )
+        start = GaugeMetricFamily(
+            "forecast_engine_start_seconds", "How long the base's current engine took to start.",
+            labels=["base"],
+        )
         for base, stats in self._engines().items():
             for family, value in (
-                (kv, stats.kv_cache_usage), (running, stats.running), (waiting, stats.waiting)
+                (kv, stats.kv_cache_usage), (running, stats.running), (waiting, stats.waiting),
+                (start, stats.start_seconds),
             ):
                 if value is not None:
                     family.add_metric([base], float(value))
-        yield from (kv, running, waiting)
+        yield from (kv, running, waiting, start)
         counters: dict[str, Any] = dict(self._cache())
         for key, help_text in (
             ("hits", "Market-data cache hits."),

@@ -3,7 +3,7 @@
 A preset is a JSON file under ``training/configs/`` with any subset of the sections
 ``lora``, ``data``, ``train``, ``eval`` and the top-level run fields; :func:`load_run` merges
 it over the defaults and validates it. ``cpu_tiny.json`` is the CPU slice on the tiny model,
-``gpu_8b.json`` the FinGPT recipe on the 8B bases.
+``gpu_8b.json`` the FinGPT recipe on the 8B bases with the measured GPU throughput knobs on.
 """
 
 from __future__ import annotations
@@ -66,7 +66,12 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """HF Trainer + deepspeed. FinGPT: lr 5e-5, 5 epochs, micro-batch 1 x 16 accumulation."""
+    """HF Trainer + deepspeed. FinGPT: lr 5e-5, 5 epochs, micro-batch 1 x 16 accumulation.
+
+    The optimizer is ZeRO-2 + AdamW (``ds_zero2_adamw.json``): FinGPT's ZeroOneAdam compresses
+    gradient communication between GPUs, which buys nothing on one GPU or a CPU, and the pinned
+    deepspeed does not ship it (``ds_zero0_zeroone.json`` stays for a multi-GPU build that does).
+    """
 
     epochs: float = 5.0
     learning_rate: float = 5e-5
@@ -76,7 +81,8 @@ class TrainSettings:
     lr_scheduler: str = "linear"
     weight_decay: float = 0.01
     save_steps: int | None = None  # None: a checkpoint (and an eval loss) per epoch
-    deepspeed_config: Path = DS_ZERO0_ZEROONE
+    max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
+    deepspeed_config: Path = DS_ZERO2_ADAMW
     bf16: bool = False
     gradient_checkpointing: bool = False
     seed: int = 42
@@ -86,6 +92,11 @@ class TrainSettings:
     torch_compile: bool = False
     # False: plain HF Trainer in the current process, no deepspeed config (single GPU/CPU).
     use_deepspeed: bool = True
+    # Several examples per row of data.max_length tokens, attention kept within each example
+    # (training/packing.py: varlen flash attention on a GPU, a block-diagonal mask elsewhere).
+    packing: bool = False
+    # lm_head + cross-entropy only on answer positions (the prompt's logits are never needed).
+    answer_only_logits: bool = False
 
     def validate(self) -> None:
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -96,6 +107,8 @@ class TrainSettings:
             raise ValueError("batch sizes must be positive")
         if self.save_steps is not None and self.save_steps < 1:
             raise ValueError("save_steps must be positive (or null for per epoch)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be positive (or null for all epochs)")
         if not self.deepspeed_config.exists():
             raise ValueError(f"deepspeed config not found: {self.deepspeed_config}")
 
@@ -215,8 +228,8 @@ def deepspeed_optimizer(path: Path) -> tuple[str, bool]:
 
     deepspeed 0.19.8 does not ship ZeroOneAdam (nor the other 1-bit optimizers):
     ``deepspeed.initialize`` fails with "ZeroOneAdam is not a supported DeepSpeed Optimizer"
-    on every accelerator and comm backend (nccl, gloo, ccl). The FinGPT config stays the 8B
-    default for a deepspeed build that has it; the CPU slice uses ``ds_zero2_adamw.json``.
+    on every accelerator and comm backend (nccl, gloo, ccl). Every preset uses
+    ``ds_zero2_adamw.json``; the FinGPT config stays for a multi-GPU build that has it.
     """
     import torch
     from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS

@@ -7,25 +7,37 @@ re-executes itself as ``deepspeed --num_gpus 1 --module training.finetune ...`` 
 directory holds the Trainer checkpoints (``checkpoint-N``: peft adapter + deepspeed state, so
 ``--resume`` picks up where a killed run stopped), ``settings.json``, ``data.json`` (which rows
 trained and which are held back) and ``train_log.json`` (the Trainer's log history: train and
-eval loss, eval samples/s, runtimes). ``training.evaluate`` then scores every checkpoint.
+eval loss, eval samples/s, runtimes; ``step_times``: per optimizer step wall time, tokens and
+examples). ``training.evaluate`` then scores every checkpoint; ``--ship`` instead writes the last
+checkpoint as a servable adapter at once (throughput runs on random weights, which evaluation
+cannot score).
+
+The GPU recipe (``configs/gpu_8b.json``, see README): SDPA attention, no gradient checkpointing,
+regional torch.compile, packed rows (``training.packing``) and lm_head + cross-entropy only on the
+answer positions (``training.packing.answer_only_loss``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
 import socket
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.config import RunSettings, require_supported_optimizer, run_from_dict
+from training.data import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from training.data import Split
+
+TOKENS_PER_SAMPLE = 4096  # the "4096-token equivalent" sample of benchmarks/gpu/NOTES.md
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,8 +46,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base", choices=["llama", "deepseek"], help="which base to train")
     p.add_argument("--model", help="'tiny', a local path or a model id (default: the base's 8B id)")
     p.add_argument("--deepspeed-config", help="override train.deepspeed_config")
+    p.add_argument("--no-deepspeed", action="store_true", help="train.use_deepspeed false: plain Trainer")
+    p.add_argument("--random-init-config", help="a model config.json (or its dir): random weights")
+    p.add_argument("--tokenizer", help="tokenizer dir or id (default: the model's own)")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (train.max_steps)")
+    p.add_argument("--save-steps", type=int, help="checkpoint (and eval) every N steps (train.save_steps)")
+    p.add_argument("--name", help="adapter name (default: fingpt-<base>)")
     p.add_argument("--run-dir", type=Path, help="default: <runs_dir>/<base>")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--ship", action="store_true",
+                   help="write the last checkpoint as <adapter_root>/<name>/<version> (no evaluation)")
+    p.add_argument("--adapter-root", type=Path, help="with --ship (default: the preset's adapter_root)")
+    p.add_argument("--version", help="with --ship (default: the next v<N>)")
     p.add_argument("--no-launch", action="store_true", help="do not re-exec under deepspeed")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -47,8 +69,18 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         raw["base"] = args.base
     if args.model:
         raw["model"] = args.model
+    for key in ("random_init_config", "tokenizer", "name"):
+        if getattr(args, key):
+            raw[key] = getattr(args, key)
+    train = raw.setdefault("train", {})
     if args.deepspeed_config:
-        raw.setdefault("train", {})["deepspeed_config"] = args.deepspeed_config
+        train["deepspeed_config"] = args.deepspeed_config
+    if args.no_deepspeed:
+        train["use_deepspeed"] = False
+    if args.max_steps is not None:
+        train["max_steps"] = args.max_steps
+    if args.save_steps is not None:
+        train["save_steps"] = args.save_steps
     return run_from_dict(raw)
 
 
@@ -71,12 +103,107 @@ def launch_command(argv: list[str], port: int) -> list[str]:
     ]
 
 
+# -- the recipe's Trainer: answer-only logits, step timing ------------------------------------------
+@dataclass
+class StepLog:
+    """Per optimizer step: wall time (CUDA-synchronized at both ends), tokens, examples and answer
+    targets, so a runner can compute samples/s in 4096-token equivalents past the warm-up."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    _counts: list[tuple[Any, Any, Any]] = field(default_factory=list)
+    _start: float = 0.0
+
+    @staticmethod
+    def _sync() -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def begin(self) -> None:
+        self._sync()
+        self._counts.clear()
+        self._start = time.perf_counter()
+
+    def add(self, inputs: dict[str, Any]) -> None:
+        """One micro-batch (device tensors are summed at step end, after the sync: no stall)."""
+        ids = inputs["input_ids"]
+        tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else ids.numel()
+        examples = (inputs["position_ids"] == 0).sum() if "position_ids" in inputs else ids.shape[0]
+        self._counts.append((tokens, examples, (inputs["labels"][:, 1:] != IGNORE_INDEX).sum()))
+
+    def end(self, step: int) -> None:
+        self._sync()
+        seconds = time.perf_counter() - self._start
+        tokens, examples, answer = (sum(int(c[i]) for c in self._counts) for i in range(3))
+        self.steps.append({"step": step, "seconds": seconds, "tokens": tokens, "examples": examples,
+                           "answer_tokens": answer})
+
+    def summary(self, warmup: int) -> dict[str, Any]:
+        """Rates over the steps after the first ``warmup`` (compile, allocator and cuBLAS warm-up)."""
+        measured = self.steps[warmup:] if len(self.steps) > warmup else []
+        seconds = sum(s["seconds"] for s in measured)
+        if not seconds:
+            return {"warmup_steps_excluded": warmup, "measured_steps": 0}
+        tokens = sum(s["tokens"] for s in measured)
+        return {
+            "warmup_steps_excluded": warmup, "measured_steps": len(measured), "seconds": seconds,
+            "tokens_per_second": tokens / seconds,
+            "samples_4096_per_second": tokens / TOKENS_PER_SAMPLE / seconds,
+            "examples_per_second": sum(s["examples"] for s in measured) / seconds,
+        }
+
+
+@functools.cache
+def trainer_types() -> tuple[type, type]:
+    """The recipe's ``Trainer`` subclass and step-timing callback (built on first use: importing
+    transformers takes seconds, and the launcher's parent process never needs it)."""
+    from transformers import Trainer, TrainerCallback
+
+    class RecipeTrainer(Trainer):
+        def __init__(self, *args: Any, answer_only_logits: bool, step_log: StepLog, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.answer_only_logits = answer_only_logits
+            self.step_log = step_log
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            if model.training:
+                self.step_log.add(inputs)
+            if not self.answer_only_logits:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # The Trainer's own rule: the count of the whole accumulated batch only reaches the
+            # loss when the model takes loss kwargs (it then skips dividing by the accumulation).
+            scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            from training.packing import answer_only_loss
+
+            loss, outputs = answer_only_loss(model, inputs, num_items_in_batch if scaled else None)
+            if scaled and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
+
+    class StepTimer(TrainerCallback):
+        def __init__(self, log: StepLog):
+            self.log = log
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.log.begin()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.log.end(state.global_step)
+
+    return RecipeTrainer, StepTimer
+
+
 @dataclass
 class FinetuneRecipe:
     run: RunSettings
     run_dir: Path
-    # Pre-encoded, fixed-length records ({"train": [...], "eval": [...]}, each with input_ids,
-    # labels, attention_mask): skip the tokenizer and data preparation (throughput runs).
+    # Pre-encoded records ({"train": [...], "eval": [...]}, each with input_ids and labels):
+    # skip the tokenizer and data preparation (throughput runs). Fixed-length rows, or any
+    # length with train.packing (then packed like prepared examples; no padding inside them).
     records: dict[str, list[dict[str, list[int]]]] | None = None
 
     # -- setup ---------------------------------------------------------------------------------
@@ -103,7 +230,12 @@ class FinetuneRecipe:
             teacher = teacher_from_settings(TeacherSettings())
             self.split: Split = prepare_split(self.run.data, self.tokenizer, fmt, teacher)
         dtype = torch.bfloat16 if t.bf16 else torch.float32
-        attn = {} if t.attn_implementation is None else {"attn_implementation": t.attn_implementation}
+        attn_impl = t.attn_implementation
+        if t.packing:
+            from training.packing import packed_attn_implementation
+
+            attn_impl = packed_attn_implementation(attn_impl)
+        attn = {} if attn_impl is None else {"attn_implementation": attn_impl}
         model: Any
         if self.run.random_init_config is not None:
             cfg = AutoConfig.from_pretrained(str(self.run.random_init_config))
@@ -112,6 +244,7 @@ class FinetuneRecipe:
                 model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, **attn)
         else:
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **attn)
+        model.config.use_cache = False  # training: no KV cache to build
         if t.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
@@ -121,20 +254,39 @@ class FinetuneRecipe:
             target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
         ))
         if t.torch_compile:
+            import torch._dynamo
+
+            # Packed rows vary in length: one recompile marks the shapes dynamic; leave headroom.
+            torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
             for layer in self.model.get_base_model().model.layers:
                 layer.compile()
+        self.step_log = StepLog()
         self.trainer = self._trainer()
         if self.records is None:
             self._write_manifests()
 
+    def _datasets(self) -> tuple[list[dict[str, list[int]]], list[dict[str, list[int]]]]:
+        """Train rows (packed when train.packing) and eval rows (one example each, as before)."""
+        if self.records is not None:
+            train, held = self.records["train"], self.records.get("eval") or []
+        else:
+            train, held = self.split.train.as_records(), self.split.held.as_records()
+        if self.run.train.packing:
+            from training.packing import pack_records
+
+            self.examples = len(train)
+            train = pack_records(train, self.run.data.max_length)
+        return train, held
+
     def _trainer(self) -> Any:
-        from transformers import Trainer, TrainingArguments, default_data_collator
+        from transformers import TrainingArguments, default_data_collator
 
         t = self.run.train
         per_epoch = "epoch" if t.save_steps is None else "steps"
         args = TrainingArguments(
             output_dir=str(self.run_dir),
             num_train_epochs=t.epochs,
+            max_steps=t.max_steps or -1,
             learning_rate=t.learning_rate,
             per_device_train_batch_size=t.micro_batch_size,
             per_device_eval_batch_size=t.micro_batch_size,
@@ -153,27 +305,32 @@ class FinetuneRecipe:
             report_to="none",
             save_only_model=False,  # keep the deepspeed optimizer state: runs resume exactly
             remove_unused_columns=False,
+            prediction_loss_only=True,  # only eval_loss is read; never gather full-vocab logits
             disable_tqdm=False,
         )
-        if self.records is not None:
-            return Trainer(
-                model=self.model,
-                args=args,
-                train_dataset=self.records["train"],
-                eval_dataset=self.records.get("eval") or None,
-                data_collator=default_data_collator,
-            )
-        from datasets import Dataset
+        train, held = self._datasets()
+        collator: Any
+        if t.packing:
+            from training.packing import flatten_batch
 
-        from training.data import pad_batch
+            collator = flatten_batch
+        elif self.records is not None:
+            collator = default_data_collator
+        else:
+            from training.data import pad_batch
 
-        pad_id = self.tokenizer.pad_token_id
-        return Trainer(
+            pad_id = self.tokenizer.pad_token_id
+            collator = lambda features: pad_batch(features, pad_id)  # noqa: E731
+        recipe_trainer, step_timer = trainer_types()
+        return recipe_trainer(
             model=self.model,
             args=args,
-            train_dataset=Dataset.from_list(self.split.train.as_records()),
-            eval_dataset=Dataset.from_list(self.split.held.as_records()),
-            data_collator=lambda features: pad_batch(features, pad_id),
+            train_dataset=train,  # lists of dicts: the collator builds the tensors
+            eval_dataset=held or None,
+            data_collator=collator,
+            callbacks=[step_timer(self.step_log)],
+            answer_only_logits=t.answer_only_logits,
+            step_log=self.step_log,
         )
 
     def _write_manifests(self) -> None:
@@ -190,8 +347,17 @@ class FinetuneRecipe:
             "unanswered_market_rows": self.split.unanswered,
             "train_tokens": sum(len(e.input_ids) for e in self.split.train.encoded),
             "answer_tokens": sum(len(e.input_ids) - e.prompt_tokens for e in self.split.train.encoded),
+            **self._packing_stats(),
         }
         (self.run_dir / "data.json").write_text(json.dumps(data, indent=2))
+
+    def _packing_stats(self) -> dict[str, Any]:
+        if not self.run.train.packing:
+            return {}
+        rows = self.trainer.train_dataset
+        tokens = sum(len(r["input_ids"]) for r in rows)
+        return {"packed": {"examples": self.examples, "rows": len(rows),
+                           "fill": tokens / (len(rows) * self.run.data.max_length)}}
 
     # -- train ---------------------------------------------------------------------------------
     def train(self, resume: bool = False) -> dict[str, Any]:
@@ -204,17 +370,42 @@ class FinetuneRecipe:
 
     # -- save ----------------------------------------------------------------------------------
     def save(self, train_metrics: dict[str, Any]) -> Path:
-        """The Trainer's log history (every loss, eval loss and speed) next to the checkpoints."""
+        """The Trainer's log history (every loss, eval loss and speed) next to the checkpoints,
+        with the per-step times and their rates past the warm-up steps."""
         log = {
             "base": self.run.base,
             "model_id": self.run.model_id,
             "train_metrics": train_metrics,
+            "throughput": self.step_log.summary(warmup=3 if self.run.train.torch_compile else 1),
+            "step_times": self.step_log.steps,
             "log_history": self.trainer.state.log_history,
             "checkpoints": sorted(p.name for p in self.run_dir.glob("checkpoint-*")),
         }
         path = self.run_dir / "train_log.json"
         path.write_text(json.dumps(log, indent=2))
         return path
+
+    def ship(self, adapter_root: Path | None = None, version: str | None = None) -> Path:
+        """The last checkpoint as ``<root>/<name>/<version>`` with its manifest, without the
+        generation scoring of ``training.evaluate`` (its metrics: the Trainer's train and eval
+        loss at that step). For runs evaluation cannot score, e.g. random weights."""
+        from training.evaluate import RunFiles
+        from training.manifest import write_adapter
+
+        files = RunFiles.read(self.run_dir)  # needs save() first
+        checkpoints = files.checkpoints()
+        if not checkpoints:
+            raise RuntimeError(f"{self.run_dir} has no checkpoint to ship")
+        step, path = checkpoints[-1]
+        previous = checkpoints[-2][0] if len(checkpoints) > 1 else 0
+        scored = {
+            "step": step, "checkpoint": path.name,
+            "train_loss": files.train_loss_until(step, previous),
+            "eval_loss": files.logged_at(step, "eval_loss"),
+            "eval_samples_per_second": files.logged_at(step, "eval_samples_per_second"),
+        }
+        root = adapter_root or self.run.adapter_root
+        return write_adapter(path, self.run, files.data["window"], scored, root, version)
 
 
 def default_run_dir(run: RunSettings) -> Path:
@@ -238,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe.setup()
     metrics = recipe.train(resume=args.resume)
     print(f"train log: {recipe.save(metrics)}")
+    if args.ship:
+        print(f"adapter: {recipe.ship(args.adapter_root, args.version)}")
     return 0
 
 

@@ -11,7 +11,7 @@ from client_harness import ADMIN_TOKEN, FakeService
 from typer.testing import CliRunner
 
 from clients.loadgen import LoadConfig, Reweight, Swap, app, run_load
-from clients.loadstats import Event, Sample, percentile, stickiness, summarize
+from clients.loadstats import Event, Sample, percentile, stickiness, summarize, swap_effects
 from clients.sdk import Client
 
 
@@ -52,6 +52,29 @@ def test_stickiness_is_judged_between_reweights_only() -> None:
     samples = [_s(1.0, "k", "a"), _s(5.5, "k", "b"), _s(7.0, "k", "b"), _s(8.0, "j", "a")]
     assert stickiness(samples, [rw])["keys_with_multiple_arms"] == 0
     assert stickiness(samples, [])["examples"] == ["k"]
+
+
+def test_swap_effects_time_the_new_version_from_the_admin_calls_return() -> None:
+    swap = Event("swap", "a=a@v2", at_s=5.0, started_s=5.0, duration_s=0.5, ok=True,
+                 detail={"before": "a@v1", "after": "a@v2"})  # fmt: skip
+    samples = [
+        Sample(0.0, 2.0, True, "AAPL", "k1", adapter="a@v1", ttft_s=0.1),
+        Sample(5.2, 3.0, True, "KO", "k2", adapter="a@v1", ttft_s=0.1),  # old version, in flight
+        Sample(5.7, 2.0, True, "KO", "k3", adapter="a@v2", ttft_s=0.2),
+        Sample(6.0, 0.5, True, "MSFT", "k4", adapter="a@v2", ttft_s=0.3),
+        Sample(6.1, 0.1, False, "MSFT", "k5", error_type="overloaded", status=503),
+    ]
+    (effect,) = swap_effects(samples, [swap])
+    assert effect["version"] == "a@v2"
+    assert effect["requests_served_by_new"] == 2
+    assert effect["first_request_after_return_s"] == pytest.approx(0.2)
+    assert effect["first_token_after_return_s"] == pytest.approx(0.4)  # 5.7 + 0.2 - 5.5
+    assert effect["first_answer_after_return_s"] == pytest.approx(1.0)  # 6.0 + 0.5 - 5.5
+    assert effect["failed_after_swap_started"] == 1
+    assert swap_effects(samples, [Event("swap", "a=a@v3", 5.0, 5.0, 0.5, ok=False)]) == []
+    summary = summarize(samples, [swap], 10.0, {}, keep_samples=True)
+    assert summary["swap_effects"] == [effect] and len(summary["samples"]) == 5
+    assert "samples" not in summarize(samples, [swap], 10.0, {})
 
 
 def test_specs_parse() -> None:

@@ -35,3 +35,18 @@ def test_defaults_run_the_tiny_model_for_both_bases(monkeypatch: pytest.MonkeyPa
 def test_unknown_base_is_refused() -> None:
     with pytest.raises(ValidationError):
         ServiceSettings(engines=[{"base": "mistral"}])  # type: ignore[list-item]
+
+
+def test_gpu_engine_settings_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "FORECAST_SERVICE_ENGINES",
+        '[{"base": "llama", "model": "meta-llama/Llama-3.1-8B-Instruct", '
+        '"gpu_memory_utilization": 0.45, "load_format": "dummy", "tokenizer": "/models/llama", '
+        '"quantization": "fp8", "kv_cache_dtype": "fp8", "tensor_parallel_size": 2, '
+        '"max_num_batched_tokens": 8192, "enforce_eager": false, "dtype": "float16"}]',
+    )
+    (e,) = ServiceSettings().engines
+    assert (e.gpu_memory_utilization, e.load_format, e.tokenizer) == (0.45, "dummy", "/models/llama")
+    assert (e.quantization, e.kv_cache_dtype, e.tensor_parallel_size) == ("fp8", "fp8", 2)
+    assert (e.max_num_batched_tokens, e.enforce_eager, e.dtype) == (8192, False, "float16")
+    assert e.kv_cache_gib == 2 and "kv_cache_gib" not in e.model_fields_set  # GPU: not passed

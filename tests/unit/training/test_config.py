@@ -1,4 +1,5 @@
-"""Every shipped training config loads and validates; defaults are FinGPT's recipe."""
+"""Every shipped training config loads and validates; defaults are FinGPT's recipe on ZeRO-2 +
+AdamW; the 8B preset has the measured GPU knobs on."""
 
 from __future__ import annotations
 
@@ -74,9 +75,10 @@ def test_cpu_preset_runs_on_the_installed_deepspeed() -> None:
     require_supported_optimizer(DS_ZERO2_ADAMW)
 
 
-def test_zero_one_adam_is_the_gpu_default_and_its_absence_is_reported() -> None:
+def test_zero2_adamw_is_the_default_and_zero_one_adam_stays_for_multi_gpu_builds() -> None:
+    assert RunSettings().train.deepspeed_config == DS_ZERO2_ADAMW
     run = load_run(CONFIG_DIR / "gpu_8b.json", base="deepseek")
-    assert run.train.deepspeed_config == DS_ZERO0_ZEROONE and RunSettings().train.deepspeed_config == DS_ZERO0_ZEROONE
+    assert run.train.deepspeed_config == DS_ZERO2_ADAMW
     assert run.model_id == "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
     name, supported = deepspeed_optimizer(DS_ZERO0_ZEROONE)
     assert name == "ZeroOneAdam"
@@ -84,6 +86,32 @@ def test_zero_one_adam_is_the_gpu_default_and_its_absence_is_reported() -> None:
         assert not supported
         with pytest.raises(SystemExit, match="ZeroOneAdam"):
             require_supported_optimizer(DS_ZERO0_ZEROONE)
+
+
+@pytest.mark.parametrize("path", RUN_PRESETS, ids=lambda p: p.name)
+def test_no_preset_uses_zero_one_adam(path: Path) -> None:
+    run = load_run(path)
+    assert deepspeed_optimizer(run.train.deepspeed_config) == ("AdamW", True)
+    require_supported_optimizer(run.train.deepspeed_config)
+
+
+def test_only_the_fingpt_deepspeed_config_names_zero_one_adam() -> None:
+    assert [p.name for p in DS_CONFIGS if deepspeed_optimizer(p)[0] == "ZeroOneAdam"] == ["ds_zero0_zeroone.json"]
+
+
+def test_gpu_preset_is_the_measured_recipe() -> None:
+    t = load_run(CONFIG_DIR / "gpu_8b.json").train
+    assert t.attn_implementation == "sdpa" and not t.gradient_checkpointing
+    assert t.torch_compile and t.packing and t.answer_only_logits and t.bf16 and t.use_deepspeed
+    # FinGPT's 16 examples per optimizer step: ~2.65 examples per packed row, 2 rows x 3 accumulation.
+    assert (t.micro_batch_size, t.grad_accum) == (2, 3)
+    assert (t.learning_rate, t.epochs) == (5e-5, 5.0)
+
+
+def test_recipe_knobs_default_off() -> None:
+    t = RunSettings().train
+    assert not (t.packing or t.answer_only_logits or t.torch_compile or t.gradient_checkpointing)
+    assert t.attn_implementation is None and t.max_steps is None and t.use_deepspeed
 
 
 def test_defaults_are_fingpt_lora() -> None:
@@ -100,6 +128,8 @@ def test_defaults_are_fingpt_lora() -> None:
         {"lora": {"r": 0}},
         {"lora": {"rank": 8}},
         {"train": {"warmup_ratio": 1.0}},
+        {"train": {"max_steps": 0}},
+        {"train": {"packing": True, "pack": True}},
         {"train": {"deepspeed_config": "missing.json"}},
         {"data": {"max_length": 100}},
         {"base": "mistral"},

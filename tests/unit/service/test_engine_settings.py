@@ -1,0 +1,114 @@
+"""Engine settings → vLLM's AsyncEngineArgs keywords, per platform, without vLLM."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service import engine as engine_module
+from service.engine import EngineStats, engine_kwargs, resolve_dtype
+from service.settings import EngineSettings
+from service.telemetry import Telemetry
+
+# What VLLMEngine.start passed before GPU settings existed (a CPU without avx512_bf16).
+CPU_KWARGS = {
+    "model": "var/models/smollm2-135m-instruct",
+    "dtype": "float32",
+    "enforce_eager": True,
+    "enable_lora": True,
+    "max_loras": 4,
+    "max_cpu_loras": 8,
+    "max_lora_rank": 16,
+    "max_model_len": 8192,
+    "max_num_seqs": 16,
+    "kv_cache_memory_bytes": 2 << 30,
+    "seed": 0,
+    "disable_log_stats": True,
+}
+
+
+@pytest.fixture(autouse=True)
+def no_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "cpu_supports_bf16", lambda: False)
+
+
+def test_cpu_defaults_give_the_same_engine_as_before() -> None:
+    assert engine_kwargs(EngineSettings(base="llama"), gpu=False) == CPU_KWARGS
+
+
+def test_cpu_passes_gpu_knobs_only_when_set_and_ignores_the_share() -> None:
+    spec = EngineSettings(
+        base="llama", gpu_memory_utilization=0.5, load_format="dummy", kv_cache_gib=None,
+        enforce_eager=False,
+    )
+    kwargs = engine_kwargs(spec, gpu=False)
+    assert kwargs["load_format"] == "dummy" and kwargs["enforce_eager"] is False
+    assert "gpu_memory_utilization" not in kwargs and "kv_cache_memory_bytes" not in kwargs
+    assert "quantization" not in kwargs and "tensor_parallel_size" not in kwargs
+
+
+def test_gpu_defaults_use_cuda_graphs_bf16_and_the_memory_share() -> None:
+    spec = EngineSettings(
+        base="llama", model="meta-llama/Llama-3.1-8B-Instruct", gpu_memory_utilization=0.45,
+        load_format="dummy", tokenizer="tok-dir", quantization="fp8", kv_cache_dtype="fp8",
+        max_num_batched_tokens=4096,
+    )
+    kwargs = engine_kwargs(spec, gpu=True)
+    expected = CPU_KWARGS | {
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+        "dtype": "bfloat16",
+        "enforce_eager": False,
+        "gpu_memory_utilization": 0.45,
+        "load_format": "dummy",
+        "tokenizer": "tok-dir",
+        "quantization": "fp8",
+        "kv_cache_dtype": "fp8",
+        "tensor_parallel_size": 1,
+        "max_num_batched_tokens": 4096,
+    }
+    del expected["kv_cache_memory_bytes"]  # the default 2 GiB is for CPU only
+    assert kwargs == expected
+
+
+def test_gpu_kv_cache_size_and_eager_only_when_set_explicitly() -> None:
+    default = engine_kwargs(EngineSettings(base="llama"), gpu=True)
+    assert "kv_cache_memory_bytes" not in default and "gpu_memory_utilization" not in default
+    assert default["load_format"] == "auto" and default["tokenizer"] is None
+    explicit = engine_kwargs(
+        EngineSettings(base="llama", kv_cache_gib=16, enforce_eager=True, dtype="float16"), gpu=True
+    )
+    assert explicit["kv_cache_memory_bytes"] == 16 << 30
+    assert explicit["enforce_eager"] is True and explicit["dtype"] == "float16"
+
+
+def test_dtype_auto_is_bf16_on_gpu_and_follows_the_cpu_flag_on_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert resolve_dtype("auto", gpu=True) == "bfloat16"
+    assert resolve_dtype("auto", gpu=False) == "float32"
+    monkeypatch.setattr(engine_module, "cpu_supports_bf16", lambda: True)
+    assert resolve_dtype("auto", gpu=False) == "bfloat16"
+    assert resolve_dtype("float32", gpu=True) == "float32"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"gpu_memory_utilization": 0},
+        {"gpu_memory_utilization": 1.2},
+        {"tensor_parallel_size": 0},
+        {"quantization": "awq"},
+        {"kv_cache_dtype": "fp8_e5m2"},
+        {"dtype": "half"},
+        {"kv_cache_gib": 0},
+    ],
+)
+def test_out_of_range_engine_settings_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        EngineSettings(base="llama", **bad)  # type: ignore[arg-type]
+
+
+def test_engine_start_time_is_a_gauge_per_base() -> None:
+    telemetry = Telemetry()
+    telemetry.watch(lambda: {"llama": EngineStats(start_seconds=42.5)}, lambda: {})
+    assert 'forecast_engine_start_seconds{base="llama"} 42.5' in telemetry.exposition().decode()
