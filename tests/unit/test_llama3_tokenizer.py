@@ -38,19 +38,6 @@ MARKERS = {  # every special marker the format writes, and the one id it must en
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("shapes")
-    return {base: materialize_8b_shape(root / base, base) for base in BASES}
-
-
-@pytest.fixture(scope="module")
-def tokenizers(shapes: dict[str, Path]) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
-    return {base: AutoTokenizer.from_pretrained(str(path)) for base, path in shapes.items()}
-
-
-@pytest.fixture(scope="module")
 def prompts() -> list[ForecastPrompt]:
     """Official FinGPT rows (with the system prompt), and one without it."""
     lines = (SNAPSHOT / "fingpt" / OFFICIAL_FILE).read_text().splitlines()[:3]
@@ -62,8 +49,8 @@ def _ids(tokenizer: Any, text: str, *, special: bool = False) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def test_8b_shape_is_llama31_8b_with_the_real_model_id(shapes: dict[str, Path]) -> None:
-    for base, path in shapes.items():
+def test_8b_shape_is_llama31_8b_with_the_real_model_id(llama3_shapes: dict[str, Path]) -> None:
+    for base, path in llama3_shapes.items():
         config = json.loads((path / "config.json").read_text())
         assert config["_name_or_path"] == BASES[base].model_id
         assert config["architectures"] == ["LlamaForCausalLM"]
@@ -81,17 +68,17 @@ def test_8b_shape_is_llama31_8b_with_the_real_model_id(shapes: dict[str, Path]) 
         assert not list(path.glob("*.safetensors"))  # a shape, no weights
 
 
-def test_materializing_twice_keeps_the_first(shapes: dict[str, Path]) -> None:
-    stamp = (shapes["llama"] / "config.json").stat().st_mtime_ns
-    assert materialize_8b_shape(shapes["llama"], "llama") == shapes["llama"]
-    assert (shapes["llama"] / "config.json").stat().st_mtime_ns == stamp
-    assert not shapes["llama"].with_name("llama.tmp").exists()
+def test_materializing_twice_keeps_the_first(llama3_shapes: dict[str, Path]) -> None:
+    stamp = (llama3_shapes["llama"] / "config.json").stat().st_mtime_ns
+    assert materialize_8b_shape(llama3_shapes["llama"], "llama") == llama3_shapes["llama"]
+    assert (llama3_shapes["llama"] / "config.json").stat().st_mtime_ns == stamp
+    assert not llama3_shapes["llama"].with_name("llama.tmp").exists()
 
 
-def test_vocabulary_is_llama31s_128256(tokenizers: dict[str, Any]) -> None:
-    for tok in tokenizers.values():
+def test_vocabulary_is_llama31s_128256(llama3_tokenizers: dict[str, Any]) -> None:
+    for tok in llama3_tokenizers.values():
         assert len(tok) == VOCAB_SIZE
-    llama = tokenizers["llama"]
+    llama = llama3_tokenizers["llama"]
     # the shipped (Llama 3.2) table differs here; Llama 3.1's is rebuilt
     assert llama.convert_ids_to_tokens([128005, 128011, 128255]) == [
         "<|reserved_special_token_2|>", "<|reserved_special_token_3|>", "<|reserved_special_token_247|>"
@@ -100,17 +87,17 @@ def test_vocabulary_is_llama31s_128256(tokenizers: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("base", ["llama", "deepseek"])
-def test_each_marker_is_one_id(tokenizers: dict[str, Any], base: str) -> None:
-    tok = tokenizers[base]
+def test_each_marker_is_one_id(llama3_tokenizers: dict[str, Any], base: str) -> None:
+    tok = llama3_tokenizers[base]
     for marker, token_id in MARKERS[base].items():
         assert _ids(tok, marker) == [token_id], marker
 
 
 @pytest.mark.parametrize("base", ["llama", "deepseek"])
 def test_rendered_prompt_holds_each_marker_as_one_id_and_one_bos(
-    tokenizers: dict[str, Any], prompts: list[ForecastPrompt], base: str
+    llama3_tokenizers: dict[str, Any], prompts: list[ForecastPrompt], base: str
 ) -> None:
-    tok, fmt = tokenizers[base], FORMATS[base]
+    tok, fmt = llama3_tokenizers[base], FORMATS[base]
     for prompt in prompts:
         text = render_chat(prompt, fmt)
         ids = _ids(tok, text)
@@ -123,27 +110,27 @@ def test_rendered_prompt_holds_each_marker_as_one_id_and_one_bos(
         assert _ids(tok, text, special=True)[:2] == [BOS_ID, BOS_ID]
 
 
-def test_deepseek_keeps_llama3s_bpe(tokenizers: dict[str, Any], prompts: list[ForecastPrompt]) -> None:
+def test_deepseek_keeps_llama3s_bpe(llama3_tokenizers: dict[str, Any], prompts: list[ForecastPrompt]) -> None:
     user = render_user(prompts[0])
-    assert _ids(tokenizers["deepseek"], user) == _ids(tokenizers["llama"], user)
+    assert _ids(llama3_tokenizers["deepseek"], user) == _ids(llama3_tokenizers["llama"], user)
 
 
 @pytest.mark.parametrize("base", ["llama", "deepseek"])
-def test_end_of_turn_is_one_eos_id(tokenizers: dict[str, Any], shapes: dict[str, Path], base: str) -> None:
-    tok, spec = tokenizers[base], SPECS[FORMATS[base]]
+def test_end_of_turn_is_one_eos_id(llama3_tokenizers: dict[str, Any], llama3_shapes: dict[str, Path], base: str) -> None:
+    tok, spec = llama3_tokenizers[base], SPECS[FORMATS[base]]
     target = answer_target("Prediction: Up by 1-2%", FORMATS[base])
     assert target.endswith(spec.eos)
     (eot,) = _ids(tok, spec.eos)
     assert eot == END_OF_TURN_IDS[base]  # the id the tiny stand-in model is built to emit
     assert _ids(tok, target)[-1] == eot
-    config = json.loads((shapes[base] / "config.json").read_text())
+    config = json.loads((llama3_shapes[base] / "config.json").read_text())
     eos = config["eos_token_id"]
     assert eot in (eos if isinstance(eos, list) else [eos])
 
 
-def test_deepseek_think_markers_are_added_but_not_special(tokenizers: dict[str, Any]) -> None:
-    """As in DeepSeek's distill tokenizers: one id each, kept by skip_special_tokens."""
-    tok = tokenizers["deepseek"]
+def test_deepseek_think_markers_are_added_but_not_special(llama3_tokenizers: dict[str, Any]) -> None:
+    """As in DeepSeek's distill llama3_tokenizers: one id each, kept by skip_special_tokens."""
+    tok = llama3_tokenizers["deepseek"]
     prefix = SPECS[ChatFormat.DEEPSEEK_R1].think_prefix
     assert _ids(tok, prefix) == [128013, 271, 128014, 271]
     assert tok.decode(_ids(tok, prefix), skip_special_tokens=True) == prefix

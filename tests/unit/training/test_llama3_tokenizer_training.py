@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from forecast.basemodels import BOS_ID, llama3_tokenizer_dir, materialize_8b_shape
+from forecast.basemodels import BOS_ID, llama3_tokenizer_dir
 from forecast.templates import SPECS, ChatFormat, answer_target, render_chat
 from training.data import IGNORE_INDEX, Example, bundled_examples, encode
 
@@ -19,19 +19,6 @@ except FileNotFoundError as exc:  # `make install` installs it; say so loudly if
     pytest.skip(f"LLAMA 3 TOKENIZER NOT INSTALLED, tokenizer tests not run: {exc}", allow_module_level=True)
 
 FORMATS = {"llama": ChatFormat.LLAMA3, "deepseek": ChatFormat.DEEPSEEK_R1}
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("shapes")
-    return {base: materialize_8b_shape(root / base, base) for base in FORMATS}
-
-
-@pytest.fixture(scope="module")
-def tokenizers(shapes: dict[str, Path]) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
-    return {base: AutoTokenizer.from_pretrained(str(path)) for base, path in shapes.items()}
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +34,11 @@ def _eos_ids(shape: Path) -> list[int]:
 
 @pytest.mark.parametrize("base", ["llama", "deepseek"])
 def test_mask_starts_exactly_at_the_answer(
-    tokenizers: dict[str, Any], shapes: dict[str, Path], picked: list[Example], base: str
+    llama3_tokenizers: dict[str, Any], llama3_shapes: dict[str, Path], picked: list[Example], base: str
 ) -> None:
-    tok, fmt = tokenizers[base], FORMATS[base]
+    tok, fmt = llama3_tokenizers[base], FORMATS[base]
     (eot,) = tok(SPECS[fmt].eos, add_special_tokens=False)["input_ids"]
-    assert eot in _eos_ids(shapes[base])
+    assert eot in _eos_ids(llama3_shapes[base])
     for ex in picked:
         enc = encode(ex, tok, fmt, max_length=8192)
         assert enc is not None and enc.dropped_news == 0
@@ -68,8 +55,8 @@ def test_mask_starts_exactly_at_the_answer(
         assert first and target.startswith(first)
 
 
-def test_deepseek_learns_the_think_block_first(tokenizers: dict[str, Any], picked: list[Example]) -> None:
-    tok, fmt = tokenizers["deepseek"], ChatFormat.DEEPSEEK_R1
+def test_deepseek_learns_the_think_block_first(llama3_tokenizers: dict[str, Any], picked: list[Example]) -> None:
+    tok, fmt = llama3_tokenizers["deepseek"], ChatFormat.DEEPSEEK_R1
     enc = encode(picked[0], tok, fmt, max_length=8192)
     assert enc is not None
     n = enc.prompt_tokens
@@ -80,9 +67,9 @@ def test_deepseek_learns_the_think_block_first(tokenizers: dict[str, Any], picke
 
 @pytest.mark.parametrize("base", ["llama", "deepseek"])
 def test_a_capped_prompt_keeps_one_bos_and_the_whole_answer(
-    tokenizers: dict[str, Any], picked: list[Example], base: str
+    llama3_tokenizers: dict[str, Any], picked: list[Example], base: str
 ) -> None:
-    tok, fmt = tokenizers[base], FORMATS[base]
+    tok, fmt = llama3_tokenizers[base], FORMATS[base]
     ex = picked[-1]
     full = encode(ex, tok, fmt, max_length=8192)
     assert full is not None
