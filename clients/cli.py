@@ -1,6 +1,7 @@
 """``dow30``: the forecast service from a shell.
 
     dow30 forecast AAPL                   # a table; --json for the raw result, --stream for tokens
+    dow30 forecast AAPL --weeks 2 --no-financials --news-per-week 3   # prompt options
     dow30 batch                           # the whole Dow 30, with a progress bar
     dow30 adapters list|load|promote|unload
     dow30 routing show|set fingpt-a=0.5 fingpt-b=0.5
@@ -31,6 +32,7 @@ from clients.models import (
     BatchItemError,
     BatchResult,
     Forecast,
+    PromptOptions,
     Routing,
     Scorecard,
 )
@@ -109,6 +111,21 @@ def _date(value: str | None) -> dt.date | None:
 AsOf = Annotated[str | None, typer.Option("--as-of", help="Forecast date, YYYY-MM-DD.")]
 Adapter = Annotated[str | None, typer.Option(help="Adapter alias (bypasses A/B routing).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Weeks = Annotated[int | None, typer.Option(help="Past weeks in the prompt, 1-4. Default: the service's.")]
+NewsPerWeek = Annotated[
+    int | None, typer.Option(help="Headlines per week, 0-5. Default: the service's.")
+]
+Financials = Annotated[
+    bool | None,
+    typer.Option("--financials/--no-financials", help="Basic financials in the prompt. Default: the service's."),
+]
+
+
+def _options(weeks: int | None, news_per_week: int | None, financials: bool | None) -> PromptOptions | None:
+    """Range checks are the service's (422, shown like any other error)."""
+    if weeks is None and news_per_week is None and financials is None:
+        return None
+    return PromptOptions(weeks=weeks, news_per_week=news_per_week, with_financials=financials)
 
 
 # -- forecasts -------------------------------------------------------------------------------
@@ -120,11 +137,15 @@ def forecast(
     adapter: Adapter = None,
     as_json: AsJson = False,
     stream: Annotated[bool, typer.Option(help="Print tokens as they are generated.")] = False,
+    weeks: Weeks = None,
+    news_per_week: NewsPerWeek = None,
+    financials: Financials = None,
 ) -> None:
     """Next week's forecast for one ticker."""
+    options = _options(weeks, news_per_week, financials)
     with _client(ctx) as c:
         if stream:
-            s = c.stream_forecast(ticker.upper(), as_of=_date(as_of), adapter=adapter)
+            s = c.stream_forecast(ticker.upper(), as_of=_date(as_of), adapter=adapter, options=options)
             for piece in s.tokens():
                 if not as_json:
                     out.out(piece, end="", highlight=False)
@@ -132,7 +153,7 @@ def forecast(
                 out.out("")
             result = s.result
         else:
-            result = c.forecast(ticker.upper(), as_of=_date(as_of), adapter=adapter)
+            result = c.forecast(ticker.upper(), as_of=_date(as_of), adapter=adapter, options=options)
     if as_json:
         _print_json(result)
     else:
@@ -152,6 +173,7 @@ def forecast_table(f: Forecast) -> Table:
         ("adapter", f.adapter),
         ("arm", f.arm),
         ("base model", f.base_model),
+        ("prompt", _prompt_options(f.options)),
         ("stale data", ", ".join(f.freshness.stale_sources) or str(f.freshness.stale)),
         ("latency", _latency(f)),
         ("positive", f.positive_developments),
@@ -162,6 +184,13 @@ def forecast_table(f: Forecast) -> Table:
         if value:
             table.add_row(name, value)
     return table
+
+
+def _prompt_options(o: PromptOptions | None) -> str | None:
+    if o is None:
+        return None
+    weeks = f"{o.weeks} week{'' if o.weeks == 1 else 's'}"
+    return f"{weeks}, {o.news_per_week} news a week, {'with' if o.with_financials else 'no'} financials"
 
 
 def _range(low: float | None, high: float | None) -> str:
@@ -191,6 +220,9 @@ def batch(
     as_of: AsOf = None,
     adapter: Adapter = None,
     as_json: AsJson = False,
+    weeks: Weeks = None,
+    news_per_week: NewsPerWeek = None,
+    financials: Financials = None,
 ) -> None:
     """Forecasts for many tickers (default: the whole Dow 30 on that date), streamed as each
     finishes behind a progress bar."""
@@ -198,7 +230,8 @@ def batch(
     forecasts: list[Forecast] = []
     errors: list[BatchItemError] = []
     with _client(ctx) as c, _progress(len(wanted) if wanted else 30) as advance:
-        for item in c.stream_batch(wanted, as_of=_date(as_of), adapter=adapter):
+        options = _options(weeks, news_per_week, financials)
+        for item in c.stream_batch(wanted, as_of=_date(as_of), adapter=adapter, options=options):
             if isinstance(item, Forecast):
                 forecasts.append(item)
             else:

@@ -44,6 +44,15 @@ class Freshness(_Model):
     sources: dict[str, str] = Field(default_factory=dict)
 
 
+class PromptOptions(_Model):
+    """What a forecast's prompt holds. As an argument of the SDK's forecast calls, fields left
+    ``None`` take the service's settings; in a :class:`Forecast`, the options it was made with."""
+
+    weeks: int | None = None  # past weeks of prices and news, 1-4
+    news_per_week: int | None = None  # headlines per week, 0-5
+    with_financials: bool | None = None  # the latest basic financials
+
+
 class Forecast(_Model):
     id: str | None = None
     ticker: str
@@ -61,6 +70,7 @@ class Forecast(_Model):
     base: str | None = None
     base_model: str | None = None
     arm: str | None = None
+    options: PromptOptions | None = None
     freshness: Freshness = Field(default_factory=Freshness)
     latency: Latency = Field(default_factory=Latency)
     generated_tokens: int | None = None

@@ -3,6 +3,7 @@
 >>> with Client("http://localhost:8000") as c:
 ...     f = c.forecast("AAPL")
 ...     print(f.prediction.bin, f.adapter)
+...     short = c.forecast("AAPL", options=PromptOptions(weeks=1, with_financials=False))
 
 Both clients share one request description per endpoint (:class:`_Endpoints`) and one
 decoder; they differ only in how they send and sleep. Retries follow
@@ -33,6 +34,7 @@ from clients.models import (
     BatchItemError,
     BatchResult,
     Forecast,
+    PromptOptions,
     Routing,
     RoutingArm,
     Scorecard,
@@ -73,29 +75,47 @@ def _body(**fields: Any) -> dict[str, Any]:
     return out
 
 
+def _options(options: PromptOptions | None) -> dict[str, Any]:
+    """The prompt options set; those left None take the service's settings."""
+    return {} if options is None else options.model_dump(exclude_none=True)
+
+
 class _Endpoints:
     """The service's routes, written once for both clients."""
 
     @staticmethod
     def forecast(
-        ticker: str, as_of: dt.date | None, adapter: str | None, stream: bool, key: str | None
+        ticker: str,
+        as_of: dt.date | None,
+        adapter: str | None,
+        stream: bool,
+        key: str | None,
+        options: PromptOptions | None = None,
     ) -> Call:
         body = _body(ticker=ticker, as_of=as_of, adapter=adapter, stream=stream or None)
         headers = _key(key) | (SSE_ACCEPT if stream else {})
-        return Call("POST", "/v1/forecast", body, headers=headers)
+        return Call("POST", "/v1/forecast", body | _options(options), headers=headers)
 
     @staticmethod
     def batch(
-        tickers: list[str] | None, as_of: dt.date | None, adapter: str | None, key: str | None
+        tickers: list[str] | None,
+        as_of: dt.date | None,
+        adapter: str | None,
+        key: str | None,
+        options: PromptOptions | None = None,
     ) -> Call:
-        body = _body(tickers=tickers, as_of=as_of, adapter=adapter)
+        body = _body(tickers=tickers, as_of=as_of, adapter=adapter) | _options(options)
         return Call("POST", "/v1/forecast/batch", body, headers=_key(key))
 
     @staticmethod
     def batch_stream(
-        tickers: list[str] | None, as_of: dt.date | None, adapter: str | None, key: str | None
+        tickers: list[str] | None,
+        as_of: dt.date | None,
+        adapter: str | None,
+        key: str | None,
+        options: PromptOptions | None = None,
     ) -> Call:
-        body = _body(tickers=tickers, as_of=as_of, adapter=adapter, stream=True)
+        body = _body(tickers=tickers, as_of=as_of, adapter=adapter, stream=True) | _options(options)
         return Call("POST", "/v1/forecast/batch", body, headers=_key(key) | SSE_ACCEPT)
 
     adapters = staticmethod(lambda: Call("GET", "/v1/adapters", admin=True))
@@ -279,8 +299,9 @@ class Client(_Core):
         as_of: dt.date | None = None,
         adapter: str | None = None,
         client_key: str | None = None,
+        options: PromptOptions | None = None,
     ) -> Forecast:
-        call = _Endpoints.forecast(ticker, as_of, adapter, False, self.key(client_key))
+        call = _Endpoints.forecast(ticker, as_of, adapter, False, self.key(client_key), options)
         return self._json(call, Forecast)
 
     def stream_forecast(
@@ -290,9 +311,10 @@ class Client(_Core):
         as_of: dt.date | None = None,
         adapter: str | None = None,
         client_key: str | None = None,
+        options: PromptOptions | None = None,
     ) -> ForecastStream:
         """Server-sent events of one forecast; iterate it, then read ``.result``."""
-        call = _Endpoints.forecast(ticker, as_of, adapter, True, self.key(client_key))
+        call = _Endpoints.forecast(ticker, as_of, adapter, True, self.key(client_key), options)
         started = time.perf_counter()
         response = self._send(call, stream=True)
         return ForecastStream(response, StreamState(started=started))
@@ -304,8 +326,9 @@ class Client(_Core):
         as_of: dt.date | None = None,
         adapter: str | None = None,
         client_key: str | None = None,
+        options: PromptOptions | None = None,
     ) -> BatchResult:
-        call = _Endpoints.batch(tickers, as_of, adapter, self.key(client_key))
+        call = _Endpoints.batch(tickers, as_of, adapter, self.key(client_key), options)
         return self._json(call, BatchResult)
 
     def stream_batch(
@@ -315,9 +338,10 @@ class Client(_Core):
         as_of: dt.date | None = None,
         adapter: str | None = None,
         client_key: str | None = None,
+        options: PromptOptions | None = None,
     ) -> Iterator[Forecast | BatchItemError]:
         """Each ticker's forecast (or error) as soon as it finishes."""
-        call = _Endpoints.batch_stream(tickers, as_of, adapter, self.key(client_key))
+        call = _Endpoints.batch_stream(tickers, as_of, adapter, self.key(client_key), options)
         yield from iter_batch(self._send(call, stream=True))
 
     # -- adapters and routing (admin) ---------------------------------------------------------
@@ -460,8 +484,9 @@ class AsyncClient(_Core):
         as_of: dt.date | None = None,
         adapter: str | None = None,
         client_key: str | None = None,
+        options: PromptOptions | None = None,
     ) -> Forecast:
-        call = _Endpoints.forecast(ticker, as_of, adapter, False, self.key(client_key))
+        call = _Endpoints.forecast(ticker, as_of, adapter, False, self.key(client_key), options)
         return await self._json(call, Forecast)
 
     async def stream_forecast(
@@ -471,8 +496,9 @@ class AsyncClient(_Core):
         as_of: dt.date | None = None,
         adapter: str | None = None,
         client_key: str | None = None,
+        options: PromptOptions | None = None,
     ) -> AsyncForecastStream:
-        call = _Endpoints.forecast(ticker, as_of, adapter, True, self.key(client_key))
+        call = _Endpoints.forecast(ticker, as_of, adapter, True, self.key(client_key), options)
         started = time.perf_counter()
         response = await self._send(call, stream=True)
         return AsyncForecastStream(response, StreamState(started=started))
@@ -484,8 +510,9 @@ class AsyncClient(_Core):
         as_of: dt.date | None = None,
         adapter: str | None = None,
         client_key: str | None = None,
+        options: PromptOptions | None = None,
     ) -> BatchResult:
-        call = _Endpoints.batch(tickers, as_of, adapter, self.key(client_key))
+        call = _Endpoints.batch(tickers, as_of, adapter, self.key(client_key), options)
         return await self._json(call, BatchResult)
 
     async def stream_batch(
@@ -495,8 +522,9 @@ class AsyncClient(_Core):
         as_of: dt.date | None = None,
         adapter: str | None = None,
         client_key: str | None = None,
+        options: PromptOptions | None = None,
     ) -> AsyncIterator[Forecast | BatchItemError]:
-        call = _Endpoints.batch_stream(tickers, as_of, adapter, self.key(client_key))
+        call = _Endpoints.batch_stream(tickers, as_of, adapter, self.key(client_key), options)
         async for item in aiter_batch(await self._send(call, stream=True)):
             yield item
 

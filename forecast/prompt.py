@@ -85,15 +85,21 @@ class ForecastPrompt(BaseModel):
 
 
 def render_company(p: CompanyProfile) -> str:
+    """The company paragraph; the market-cap sentence only when cap and share count are known
+    (the prompt builder sets the cap at ``as_of``, so "as of today" means the prompt's date)."""
+    size = ""
+    if p.market_cap is not None and p.shares_outstanding is not None:
+        size = (
+            f" As of today, {p.name} has a market capitalization of {p.market_cap:.2f} in "
+            f"{p.currency}, with {p.shares_outstanding:.2f} shares outstanding."
+        )
     return (
         f"[Company Introduction]:\n\n{p.name} is a leading entity in the {p.industry} sector. "
         f"Incorporated and publicly traded since {p.ipo}, the company has established its "
-        f"reputation as one of the key players in the market. As of today, {p.name} has a "
-        f"market capitalization of {p.market_cap:.2f} in {p.currency}, with "
-        f"{p.shares_outstanding:.2f} shares outstanding.\n\n{p.name} operates primarily in the "
-        f"{p.country}, trading under the ticker {p.ticker} on the {p.exchange}. As a dominant "
-        f"force in the {p.industry} space, the company continues to innovate and drive progress "
-        f"within the industry."
+        f"reputation as one of the key players in the market.{size}\n\n{p.name} operates "
+        f"primarily in the {p.country}, trading under the ticker {p.ticker} on the "
+        f"{p.exchange}. As a dominant force in the {p.industry} space, the company continues to "
+        f"innovate and drive progress within the industry."
     )
 
 
@@ -157,9 +163,9 @@ def render_user(p: ForecastPrompt) -> str:
 _COMPANY = re.compile(
     r"\[Company Introduction\]:\n\n(?P<name>.+?) is a leading entity in the (?P<industry>.*?) sector\. "
     r"Incorporated and publicly traded since (?P<ipo>\S*), the company has established its "
-    r"reputation as one of the key players in the market\. As of today, (?P=name) has a market "
+    r"reputation as one of the key players in the market\.(?: As of today, (?P=name) has a market "
     r"capitalization of (?P<cap>[-\d.]+) in (?P<currency>\S*), with (?P<shares>[-\d.]+) shares "
-    r"outstanding\.\n\n(?P=name) operates primarily in the (?P<country>.*?), trading under the "
+    r"outstanding\.)?\n\n(?P=name) operates primarily in the (?P<country>.*?), trading under the "
     r"ticker (?P<ticker>\S+) on the (?P<exchange>.*?)\. As a dominant force in the (?P=industry) "
     r"space, the company continues to innovate and drive progress within the industry\.\n",
     re.DOTALL,
@@ -211,8 +217,9 @@ def parse_user(text: str, *, with_system: bool = True) -> ForecastPrompt:
     ticker = company["ticker"]
     profile = CompanyProfile(
         ticker=ticker, name=company["name"], industry=company["industry"], ipo=company["ipo"],
-        market_cap=float(company["cap"]), shares_outstanding=float(company["shares"]),
-        currency=company["currency"], country=company["country"], exchange=company["exchange"],
+        market_cap=None if company["cap"] is None else float(company["cap"]),
+        shares_outstanding=None if company["shares"] is None else float(company["shares"]),
+        currency=company["currency"] or "", country=company["country"], exchange=company["exchange"],
     )
     middle = text[company.end() : instr.start()]
     fin_at = _FIN_HEAD.search(middle)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,7 +22,12 @@ class NewsItem(BaseModel):
 
 
 class CompanyProfile(BaseModel):
-    """The Finnhub ``profile2`` fields the prompt uses."""
+    """The Finnhub ``profile2`` fields the prompt uses.
+
+    A provider's profile is as of the day it was fetched (the snapshot's: spring 2024); the
+    prompt builder replaces ``market_cap`` with its value at the prompt's ``as_of``
+    (:func:`forecast.windows.point_in_time_profile`). ``None``: not known.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -30,20 +35,27 @@ class CompanyProfile(BaseModel):
     name: str
     industry: str  # finnhubIndustry
     ipo: str
-    market_cap: float  # marketCapitalization, millions of `currency`
-    shares_outstanding: float  # shareOutstanding, millions
+    market_cap: float | None  # marketCapitalization, millions of `currency`
+    shares_outstanding: float | None  # shareOutstanding, millions
     currency: str
     country: str
     exchange: str
 
 
 class BasicFinancials(BaseModel):
-    """One quarterly report of basic financials; ``metrics`` keeps the provider's key order."""
+    """One report of basic financials; ``metrics`` keeps the provider's key order.
+
+    ``filed`` is the day the report was made public, where the provider gives it; otherwise
+    the prompt builder assumes publication a fixed lag after ``period`` (the period end), by
+    ``frequency`` (:func:`forecast.windows.published_on`).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     period: dt.date
     metrics: dict[str, float | int]
+    filed: dt.date | None = None
+    frequency: Literal["quarterly", "annual"] = "quarterly"
 
 
 @dataclass(frozen=True)

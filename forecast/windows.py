@@ -3,8 +3,12 @@
 Weeks run Sunday to Sunday, as in FinGPT-Forecaster: the price at a week boundary is the last
 adjusted close on or before that Sunday. A forecast made on any day D uses the latest Sunday
 on or before D as its ``as_of``: the prompt holds only data dated on or before ``as_of``
-(prices, news by publication day, basic financials by report period), and the label is the
-return over the next week, ``as_of`` → ``as_of + 7``.
+(prices, news by publication day, basic financials by publication, company facts at
+``as_of``), and the label is the return over the next week, ``as_of`` → ``as_of + 7``.
+
+Point in time: a report enters once public (:func:`published_on`); the market cap is the
+profile's share count × the adjusted close on or before ``as_of``, never the provider's
+"today" figure (:func:`point_in_time_profile`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from forecast.bins import Bin, bin_of_return
 from forecast.errors import NoDataError
 from forecast.prompt import FinancialsBlock, ForecastPrompt, Instruction, NewsLine, WeekBlock
 from forecast.providers.base import MarketData
-from forecast.types import BasicFinancials, NewsItem
+from forecast.types import BasicFinancials, CompanyProfile, NewsItem
 
 WEEK = dt.timedelta(days=7)
 SPAM_PREFIXES = ("Looking for stock market analysis and research with proves results?",)
+NEAR_DUPLICATE_JACCARD = 0.8  # headline token sets this similar (digits masked) are one story
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,10 @@ class WindowConfig:
     news_per_week: int = 5
     with_financials: bool = True
     with_indicators: bool = False
+    # A report without a filing date counts as public this many days after its period end
+    # (US filers have 40-45 days for a 10-Q and 60-90 for a 10-K).
+    quarterly_report_lag_days: int = 45
+    annual_report_lag_days: int = 90
 
 
 DEFAULT_WINDOW = WindowConfig()
@@ -75,16 +84,32 @@ def closed_week_return(closes: pd.Series, as_of: dt.date) -> float | None:
     return week_return(closes, as_of)
 
 
+_WORD = re.compile(r"[^\W_]+")
+
+
+def headline_tokens(headline: str) -> frozenset[str]:
+    """A headline's words, lower-cased, punctuation dropped, every number masked as ``#``."""
+    return frozenset("#" if w[0].isdigit() else w for w in _WORD.findall(headline.lower()))
+
+
+def near_duplicate(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Jaccard similarity of two headlines' tokens at least :data:`NEAR_DUPLICATE_JACCARD`."""
+    union = len(a | b)
+    return union == 0 or len(a & b) >= NEAR_DUPLICATE_JACCARD * union
+
+
 def select_news(items: list[NewsItem], ticker: str, name: str, k: int) -> tuple[NewsLine, ...]:
-    """At most ``k`` items, deterministically: spam and repeated headlines dropped, items that
-    name the company first, then the most recent; shown oldest first.
+    """At most ``k`` items, deterministically: spam, repeated and near-duplicate headlines
+    dropped, items that name the company first, then the most recent; shown oldest first.
 
     Walks newest to oldest and stops at ``k`` items naming the company, so a busy week of a
-    mega-cap (hundreds of items) costs a handful of regex searches, not hundreds.
+    mega-cap (hundreds of items) costs a handful of regex searches, not hundreds. Of two
+    near-duplicates the newer stays, unless only the older names the company.
     """
     word = name.split()[0] if name else ticker
     mentions = re.compile(rf"\b(?:{re.escape(ticker)}|{re.escape(word)})\b", re.IGNORECASE)
     seen: set[str] = set()
+    tokens: dict[int, frozenset[str]] = {}
     relevant: list[int] = []
     other: list[int] = []
     for i in sorted(range(len(items)), key=lambda j: (items[j].published, j), reverse=True):
@@ -93,22 +118,56 @@ def select_news(items: list[NewsItem], ticker: str, name: str, k: int) -> tuple[
         if not key or key in seen or n.summary.startswith(SPAM_PREFIXES):
             continue
         seen.add(key)
-        if mentions.search(n.headline) or mentions.search(n.summary):
+        names_company = bool(mentions.search(n.headline) or mentions.search(n.summary))
+        if not names_company and len(other) == k:
+            continue
+        tokens[i] = headline_tokens(n.headline)
+        twin = next((j for j in relevant + other if near_duplicate(tokens[i], tokens[j])), None)
+        if twin is not None:
+            if not names_company or twin in relevant:
+                continue
+            other.remove(twin)  # the older twin names the company: it replaces the newer one
+        if names_company:
             relevant.append(i)
             if len(relevant) == k:
                 break
-        elif len(other) < k:
+        else:
             other.append(i)
     chosen = sorted((relevant + other)[:k], key=lambda j: (items[j].published, j))
     return tuple(NewsLine(headline=items[i].headline, summary=items[i].summary) for i in chosen)
 
 
-def latest_financials(reports: list[BasicFinancials], as_of: dt.date) -> FinancialsBlock | None:
-    known = [r for r in reports if r.period <= as_of]
+def published_on(report: BasicFinancials, config: WindowConfig = DEFAULT_WINDOW) -> dt.date:
+    """The day a report became public: its filing date, else its period end plus the lag."""
+    if report.filed is not None:
+        return report.filed
+    days = config.annual_report_lag_days if report.frequency == "annual" else config.quarterly_report_lag_days
+    return report.period + dt.timedelta(days=days)
+
+
+def latest_financials(
+    reports: list[BasicFinancials], as_of: dt.date, config: WindowConfig = DEFAULT_WINDOW
+) -> FinancialsBlock | None:
+    """The latest-period report public on or before ``as_of`` (a quarter over a year of the
+    same period end), or None."""
+    known = [r for r in reports if published_on(r, config) <= as_of]
     if not known:
         return None
-    last = max(known, key=lambda r: r.period)
+    last = max(known, key=lambda r: (r.period, r.frequency == "quarterly"))
     return FinancialsBlock(period=last.period, metrics=dict(last.metrics))
+
+
+def point_in_time_profile(profile: CompanyProfile, close: float) -> CompanyProfile:
+    """The profile at the day of ``close`` (the adjusted close on or before ``as_of``): market
+    cap = share count × that close, or unknown with the share count.
+
+    The share count is the provider's current one (the snapshot's is from spring 2024): a
+    count moves a few percent a year through buybacks and issues and, times a past close,
+    says nothing about later prices, unlike the provider's cap. The other profile fields
+    (name, industry, IPO date, country, currency, exchange) are taken as constant.
+    """
+    shares = profile.shares_outstanding
+    return profile.model_copy(update={"market_cap": None if shares is None else shares * close})
 
 
 def build_prompt(
@@ -134,7 +193,6 @@ def build_prompt(
     profile = market.profiles.profile(ticker)
     note("profile", profile.stale, profile.source)
     # Ten days of slack before the first boundary covers holidays; one week after as_of for
-    # the label only (it never enters the prompt).
     # the label only (it never enters the prompt). Indicators need ~6 months of closes.
     lookback = dt.timedelta(days=200 if config.with_indicators else 10)
     bars = market.prices.daily_bars(ticker, first - lookback, as_of + WEEK + dt.timedelta(days=1))
@@ -160,7 +218,7 @@ def build_prompt(
     if config.with_financials:
         reports = market.financials.basic_financials(ticker)
         note("financials", reports.stale, reports.source)
-        financials = latest_financials(reports.value, as_of)
+        financials = latest_financials(reports.value, as_of, config)
 
     indicators = None
     if config.with_indicators:
@@ -172,7 +230,7 @@ def build_prompt(
     label = None if realized is None else bin_of_return(realized)
 
     prompt = ForecastPrompt(
-        ticker=ticker, profile=profile.value, weeks=tuple(weeks), financials=financials,
+        ticker=ticker, profile=point_in_time_profile(profile.value, weeks[-1].end_price), weeks=tuple(weeks), financials=financials,
         indicators=indicators, as_of=as_of, target_end=as_of + WEEK, instruction=instruction,
         assumed_bin=label if instruction is Instruction.EXPLAIN else None,
     )

@@ -22,6 +22,8 @@ from service.engine import EngineClient, EngineStats
 from service.errors import error_body, install_error_handlers
 from service.forecast_log import ForecastLog
 from service.forecaster import Forecaster
+from service.preflight import load_tokenizer
+from service.prompt_options import ContextCheck, TokenizerFor
 from service.readiness import Readiness
 from service.routes import adapters, batch, forecast, health, routing, scorecard
 from service.routing import Router
@@ -44,9 +46,12 @@ def create_app(
     now: Callable[[], dt.datetime] = utc_now,
     rng: random.Random | None = None,
     restart: EngineStarter | None = None,
+    tokenizer_for: TokenizerFor = load_tokenizer,
 ) -> FastAPI:
     """With ``restart`` (start a fresh engine for a base), a dead engine is replaced while the
-    app runs (:mod:`service.supervisor`); without it, it stays dead and readiness red."""
+    app runs (:mod:`service.supervisor`); without it, it stays dead and readiness red.
+    ``tokenizer_for`` counts prompt tokens when a request asks for a larger prompt window than
+    the settings' (:mod:`service.prompt_options`); it is called only then, once per tokenizer."""
     for base, engine in engines.items():
         if engine.info.base != base:
             raise ValueError(f"engine keyed {base!r} serves base {engine.info.base!r}")
@@ -56,8 +61,9 @@ def create_app(
     router = Router(telemetry, salt=settings.routing_salt, rng=rng)
     forecast_log = ForecastLog(settings.db_url)
     scorer = Scorer(forecast_log, market.prices, telemetry, now)
+    context = ContextCheck(settings, engines, tokenizer_for)
     forecaster = Forecaster(
-        settings, engines, market, registry, router, forecast_log, telemetry, now
+        settings, engines, market, registry, router, forecast_log, telemetry, now, context
     )
     readiness = Readiness(settings.ready_probe_s, settings.ready_timeout_s)
     supervisor = None

@@ -2,7 +2,7 @@
 
 SQLAlchemy over a SQLite file by default (WAL journal, so readers never block the writer and
 an acknowledged forecast survives a killed process) or Postgres by URL. Each row keeps the
-prompt hash, arm, adapter version, latencies and the parsed prediction; the scorer fills in
+prompt options and hash, arm, adapter version, latencies and the parsed prediction; the scorer fills in
 the realized return once the target week has closed, and :meth:`ForecastLog.scorecards`
 aggregates realized binary accuracy and MSE (on bin midpoints, as ``forecast.metrics``) per
 adapter version in SQL.
@@ -11,6 +11,7 @@ adapter version in SQL.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from forecast.bins import Bin
+from forecast.windows import WindowConfig
 
 
 class Base(DeclarativeBase):
@@ -56,7 +58,11 @@ class ForecastRow(Base):
     base_model: Mapped[str] = mapped_column(String(256))
     arm: Mapped[str] = mapped_column(String(64))
     shadow: Mapped[bool] = mapped_column(Boolean, default=False)
-    prompt_hash: Mapped[str] = mapped_column(String(64))
+    prompt_hash: Mapped[str] = mapped_column(String(64))  # see prompt_hash()
+    # The prompt options (NULL on rows written before they existed).
+    weeks: Mapped[int | None] = mapped_column(Integer)
+    news_per_week: Mapped[int | None] = mapped_column(Integer)
+    with_financials: Mapped[bool | None] = mapped_column(Boolean)
     raw_text: Mapped[str] = mapped_column(Text)
     prediction: Mapped[str | None] = mapped_column(String(4))
     predicted_up: Mapped[bool | None] = mapped_column(Boolean)
@@ -117,6 +123,16 @@ def make_db_engine(url: str) -> Engine:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def prompt_hash(prompt: str, window: WindowConfig) -> str:
+    """SHA-256 of the prompt options and the rendered prompt: two option sets never share a
+    hash, even where they build the same text (no financials reported, weeks without news)."""
+    options = (
+        f"weeks={window.weeks};news_per_week={window.news_per_week};"
+        f"with_financials={int(window.with_financials)}\n"
+    )
+    return hashlib.sha256((options + prompt).encode()).hexdigest()
 
 
 class ForecastLog:

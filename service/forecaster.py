@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
@@ -37,9 +36,11 @@ from service.engine import (
     PromptRejected,
 )
 from service.errors import InvalidRequest, Unavailable, service_error_of
-from service.forecast_log import ForecastLog, ForecastRow, new_id, prediction_columns
+from service.forecast_log import ForecastLog, ForecastRow, new_id, prediction_columns, prompt_hash
+from service.preflight import window_of
+from service.prompt_options import ContextCheck, options_of, resolve_window
 from service.routing import Route, Router
-from service.schemas import ForecastResponse, Freshness, Latency, Prediction
+from service.schemas import ForecastResponse, Freshness, Latency, Prediction, PromptOptionsIn
 from service.settings import ServiceSettings
 from service.telemetry import Telemetry
 
@@ -51,6 +52,7 @@ class Prepared:
     """A request whose prompt is built: ready to be sent to any adapter."""
 
     ticker: str
+    window: WindowConfig  # the prompt options it was built with
     built: BuiltPrompt
     started: float  # perf_counter when the request arrived
     build_s: float
@@ -67,6 +69,7 @@ class Forecaster:
         forecast_log: ForecastLog,
         telemetry: Telemetry,
         now: Callable[[], dt.datetime],
+        context: ContextCheck,
     ) -> None:
         self._settings = settings
         self._engines = engines
@@ -76,11 +79,8 @@ class Forecaster:
         self._log = forecast_log
         self._telemetry = telemetry
         self._now = now
-        self._window = WindowConfig(
-            weeks=settings.weeks,
-            news_per_week=settings.news_per_week,
-            with_financials=settings.with_financials,
-        )
+        self._context = context
+        self._window = window_of(settings)  # the default; a request's options go over it
         self._admission = Admission(
             settings.max_inflight, settings.max_queued, settings.queue_timeout_s,
             settings.retry_after_s,
@@ -96,19 +96,28 @@ class Forecaster:
             raise InvalidRequest(f"as_of {day} is in the future (today is {today})", code="future_date")
         return day
 
-    async def prepare(self, ticker: str, day: dt.date, *, route_label: str) -> Prepared:
+    async def window(self, options: PromptOptionsIn) -> WindowConfig:
+        """The request's prompt options over the settings; 422 when they could build a prompt
+        too long for an engine's context (nothing fetched yet)."""
+        window = resolve_window(options, self._window)
+        await self._context.check(window)
+        return window
+
+    async def prepare(
+        self, ticker: str, day: dt.date, window: WindowConfig, *, route_label: str
+    ) -> Prepared:
         """Check membership on ``day`` and build the prompt (off the event loop)."""
         started = time.perf_counter()
         try:
             symbol = require_member(ticker, day)
             built = await anyio.to_thread.run_sync(
-                partial(build_prompt, self._market, symbol, day, self._window)
+                partial(build_prompt, self._market, symbol, day, window)
             )
         except Exception as exc:
             status = str(service_error_of(exc).status)
             self._telemetry.requests.labels(route_label, "none", "none", "none", status).inc()
             raise
-        return Prepared(symbol, built, started, time.perf_counter() - started)
+        return Prepared(symbol, window, built, started, time.perf_counter() - started)
 
     def choose(self, adapter: str | None, client_key: str | None) -> Route:
         if adapter:
@@ -228,6 +237,7 @@ class Forecaster:
             base=adapter.base,
             base_model=adapter.manifest.base_model,
             arm=route.arm,
+            options=options_of(prepared.window),
             freshness=Freshness(
                 stale=bool(built.stale_sources),
                 stale_sources=list(built.stale_sources),
@@ -251,7 +261,9 @@ class Forecaster:
             id=r.id, created_at=self._now(), route="shadow" if route.arm == "shadow" else "api",
             ticker=r.ticker, as_of=r.as_of, target_end=r.week_end, adapter=adapter.name,
             version=adapter.version, base=adapter.base, base_model=r.base_model, arm=route.arm,
-            shadow=route.arm == "shadow", prompt_hash=hashlib.sha256(prompt.encode()).hexdigest(),
+            shadow=route.arm == "shadow", prompt_hash=prompt_hash(prompt, prepared.window),
+            weeks=prepared.window.weeks, news_per_week=prepared.window.news_per_week,
+            with_financials=prepared.window.with_financials,
             raw_text=r.raw_text, parse_error=r.parse_error,
             stale_sources=",".join(r.freshness.stale_sources),
             prompt_build_s=r.latency.prompt_build_s, queue_s=r.latency.queue_s,

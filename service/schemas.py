@@ -5,18 +5,36 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 TICKER = r"^[A-Za-z][A-Za-z.\-]{0,9}$"
 ADAPTER_TARGET = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_WEEKS = 4  # per-request prompt options: FinGPT-Forecaster's demo offers 1-4 past weeks
+MAX_NEWS_PER_WEEK = 5
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class ForecastRequest(_Body):
+class PromptOptionsIn(_Body):
+    """What the prompt holds; each left out takes the service's setting. Strictly typed (JSON
+    numbers and booleans, no strings), checked against the engines' context before any data
+    is fetched."""
+
+    weeks: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_WEEKS, description="Past weeks of prices and news (1-4)."
+    )
+    news_per_week: StrictInt | None = Field(
+        default=None, ge=0, le=MAX_NEWS_PER_WEEK, description="Headlines per week (0-5)."
+    )
+    with_financials: StrictBool | None = Field(
+        default=None, description="Include the latest basic financials."
+    )
+
+
+class ForecastRequest(PromptOptionsIn):
     ticker: str = Field(pattern=TICKER, examples=["AAPL"])
     as_of: dt.date | None = Field(
         default=None, description="Any day; the forecast is for the week after its Sunday."
@@ -28,7 +46,7 @@ class ForecastRequest(_Body):
     stream: bool = False
 
 
-class BatchRequest(_Body):
+class BatchRequest(PromptOptionsIn):
     tickers: list[Annotated[str, Field(pattern=TICKER)]] | None = Field(
         default=None, min_length=1, max_length=64,
         description="Default: the Dow 30 members on that date.",
@@ -66,6 +84,14 @@ class Freshness(BaseModel):
     sources: dict[str, str] = Field(default_factory=dict)
 
 
+class PromptOptions(BaseModel):
+    """The prompt options a forecast was made with (the request's, else the settings')."""
+
+    weeks: int
+    news_per_week: int
+    with_financials: bool
+
+
 class ForecastResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -85,6 +111,7 @@ class ForecastResponse(BaseModel):
     base: str
     base_model: str
     arm: str
+    options: PromptOptions
     freshness: Freshness
     latency: Latency
     generated_tokens: int

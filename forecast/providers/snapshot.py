@@ -55,6 +55,11 @@ def parse_news_line(raw: dict[str, Any]) -> NewsItem:
     )
 
 
+def _positive(value: Any) -> float | None:
+    """A positive number, else None (Finnhub sends 0 or leaves a field out when unknown)."""
+    return float(value) if value and float(value) > 0 else None
+
+
 def profile_from_finnhub(raw: dict[str, Any]) -> CompanyProfile:
     """Map Finnhub ``profile2`` fields onto :class:`CompanyProfile`."""
     return CompanyProfile(
@@ -62,8 +67,8 @@ def profile_from_finnhub(raw: dict[str, Any]) -> CompanyProfile:
         name=str(raw["name"]),
         industry=str(raw.get("finnhubIndustry") or ""),
         ipo=str(raw.get("ipo") or ""),
-        market_cap=float(raw["marketCapitalization"]),
-        shares_outstanding=float(raw["shareOutstanding"]),
+        market_cap=_positive(raw.get("marketCapitalization")),
+        shares_outstanding=_positive(raw.get("shareOutstanding")),
         currency=str(raw.get("currency") or ""),
         country=str(raw.get("country") or ""),
         exchange=str(raw.get("exchange") or ""),

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
 from forecast.universe import members
+from forecast.windows import WindowConfig
 from service.deps import ClientKey, State
 from service.errors import InvalidRequest, service_error_of
 from service.forecaster import Forecaster
@@ -34,12 +35,13 @@ async def batch(body: BatchRequest, state: State, client_key: ClientKey = None) 
     or ``error`` event per ticker as each finishes, then ``done``."""
     f = state.forecaster
     day = f.resolve_day(body.as_of)
+    window = await f.window(body)  # one window for every ticker, checked before any fetch
     tickers = list(dict.fromkeys(t.strip().upper() for t in (body.tickers or members(day))))
     if len(tickers) > state.settings.max_batch:
         raise InvalidRequest(f"at most {state.settings.max_batch} tickers", code="batch_too_large")
     if body.adapter:
         state.registry.resolve(body.adapter)
-    outcomes = run_batch(f, tickers, day, body.adapter, client_key)
+    outcomes = run_batch(f, tickers, day, window, body.adapter, client_key)
     if body.stream:
         return EventSourceResponse(sse(outcomes, day))
     forecasts: list[ForecastResponse] = []
@@ -53,11 +55,16 @@ async def batch(body: BatchRequest, state: State, client_key: ClientKey = None) 
 
 
 async def run_batch(
-    f: Forecaster, tickers: list[str], day: dt.date, adapter: str | None, client_key: str | None
+    f: Forecaster,
+    tickers: list[str],
+    day: dt.date,
+    window: WindowConfig,
+    adapter: str | None,
+    client_key: str | None,
 ) -> AsyncIterator[Outcome]:
     async def one(ticker: str) -> Outcome:
         try:
-            prepared = await f.prepare(ticker, day, route_label="batch")
+            prepared = await f.prepare(ticker, day, window, route_label="batch")
             route = f.choose(adapter, client_key)
             async for event in f.events(prepared, route, route_label="batch"):
                 if isinstance(event, ForecastResponse):

@@ -32,8 +32,9 @@ async def forecast(body: ForecastRequest, state: State, client_key: ClientKey = 
     an ``error`` event in the one error shape)."""
     f = state.forecaster
     day = f.resolve_day(body.as_of)
+    window = await f.window(body)  # 422 for a prompt too long, before any data is fetched
     label = "stream" if body.stream else "forecast"
-    prepared = await f.prepare(body.ticker, day, route_label=label)
+    prepared = await f.prepare(body.ticker, day, window, route_label=label)
     route = f.choose(body.adapter, client_key)
     headers = {ARM_HEADER: route.arm}
     if body.stream:

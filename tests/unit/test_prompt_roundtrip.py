@@ -62,3 +62,13 @@ def test_three_chat_formats_wrap_the_same_user_message():
     assert l3.endswith(user + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     assert r1.startswith("<｜begin▁of▁sentence｜>You are a seasoned stock market analyst.")
     assert r1.endswith("<｜User｜>" + user + "<｜Assistant｜>")
+
+
+def test_a_profile_without_share_count_says_no_market_cap_and_round_trips():
+    prompt = parse_llama2(OFFICIAL[0]["prompt"])
+    unknown = prompt.model_copy(update={"profile": prompt.profile.model_copy(
+        update={"market_cap": None, "shares_outstanding": None, "currency": ""}
+    )})
+    user = render_user(unknown)
+    assert "market capitalization" not in user and "key players in the market.\n\n" in user
+    assert parse_user(user) == unknown

@@ -12,17 +12,20 @@ from forecast.bins import bin_of_return
 from forecast.dataset import build_rows, split_by_date
 from forecast.providers.snapshot import SnapshotMarketData
 from forecast.templates import ChatFormat, render_chat
-from forecast.types import BasicFinancials, Fetched, NewsItem
+from forecast.types import BasicFinancials, CompanyProfile, Fetched, NewsItem
 from forecast.windows import WindowConfig, build_prompt, week_start
 
 MARKET = SnapshotMarketData()
+QUARTER_LAG = dt.timedelta(days=45)  # a report with no filing date is public 45 days after its quarter
 DAYS = [dt.date(2023, 10, 25), dt.date(2023, 11, 19), dt.date(2023, 12, 31)]
 TICKERS = ["AAPL", "JPM", "KO", "WBA"]
 
 
 @dataclass
 class PoisonedFuture:
-    """The snapshot, with every datum dated after ``cut`` replaced by a visible poison."""
+    """The snapshot, with every datum dated after ``cut`` replaced by a visible poison: prices,
+    news, reports not yet public (a quarter ended less than 45 days before), and the profile's
+    market cap "as of today"."""
 
     inner: SnapshotMarketData
     cut: dt.date
@@ -47,16 +50,20 @@ class PoisonedFuture:
         ]
         return replace(got, value=items)
 
-    def profile(self, ticker: str):  # type: ignore[no-untyped-def]
-        return self.inner.profile(ticker)
+    def profile(self, ticker: str) -> Fetched[CompanyProfile]:
+        got = self.inner.profile(ticker)
+        today = got.value.model_copy(update={"market_cap": 777_777_777.0})
+        return replace(got, value=today)
 
     def basic_financials(self, ticker: str) -> Fetched[list[BasicFinancials]]:
         got = self.inner.basic_financials(ticker)
         poisoned = [
-            r if r.period <= self.cut else BasicFinancials(period=r.period, metrics={"POISON": 1})
+            r if r.period + QUARTER_LAG <= self.cut else BasicFinancials(period=r.period, metrics={"POISON": 1})
             for r in got.value
         ]
-        return replace(got, value=poisoned)
+        # Filed after the cut, though its period ended 60 days before it: public only once filed.
+        late = BasicFinancials(period=self.cut - dt.timedelta(days=60), filed=self.cut + dt.timedelta(days=1), metrics={"POISON": 2})
+        return replace(got, value=[*poisoned, late])
 
 
 @pytest.mark.parametrize("day", DAYS)
@@ -69,7 +76,10 @@ def test_prompt_is_blind_to_everything_after_as_of(ticker, day):
     assert "POISON" not in text
     assert poisoned.prompt == clean.prompt
     assert all(w.end <= as_of for w in clean.prompt.weeks)
-    assert clean.prompt.financials is None or clean.prompt.financials.period <= as_of
+    assert clean.prompt.financials is None or clean.prompt.financials.period + QUARTER_LAG <= as_of
+    close = MARKET.daily_bars(ticker, as_of - dt.timedelta(days=10), as_of + dt.timedelta(days=1)).value["Adj Close"].iloc[-1]
+    shares = MARKET.profile(ticker).value.shares_outstanding
+    assert clean.prompt.profile.market_cap == pytest.approx(shares * close)
 
 
 def test_as_of_is_the_latest_sunday_and_label_is_next_week():

@@ -102,3 +102,20 @@ def test_errors_exit_1_with_one_line_and_never_print_the_token(svc: FakeService)
     assert secret not in denied.output
     helped = run(svc, "--help", token=secret)
     assert secret not in helped.output and ADMIN_TOKEN not in helped.output
+
+
+def test_forecast_and_batch_take_prompt_options(svc: FakeService) -> None:
+    result = run(svc, "forecast", "AAPL", "--weeks", "2", "--no-financials", "--news-per-week", "3", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["options"] == {"weeks": 2, "news_per_week": 3, "with_financials": False}
+    table = run(svc, "forecast", "KO", "--weeks", "1")
+    assert table.exit_code == 0, table.output
+    assert "1 week, 5 news a week, with financials" in table.output
+    batch = run(svc, "batch", "KO", "MSFT", "--news-per-week", "0", "--json")
+    assert batch.exit_code == 0, batch.output
+    assert {f["options"]["news_per_week"] for f in json.loads(batch.output)["forecasts"]} == {0}
+
+
+def test_out_of_range_options_are_the_services_422(svc: FakeService) -> None:
+    refused = run(svc, "forecast", "AAPL", "--weeks", "9")
+    assert refused.exit_code == 1 and "invalid_request" in refused.output and "weeks" in refused.output

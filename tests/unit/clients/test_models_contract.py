@@ -14,6 +14,8 @@ PAIRS = [
     (server.Prediction, client.Prediction),
     (server.Latency, client.Latency),
     (server.Freshness, client.Freshness),
+    (server.PromptOptions, client.PromptOptions),
+    (server.PromptOptionsIn, client.PromptOptions),  # the SDK's argument is the request's fields
     (server.BatchResponse, client.BatchResult),
     (server.BatchItemError, client.BatchItemError),
     (server.AdapterVersionOut, client.AdapterVersion),

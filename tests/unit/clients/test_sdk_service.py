@@ -10,8 +10,8 @@ from clients.errors import (
     NotFoundError,
     UnprocessableEntityError,
 )
-from clients.models import BatchItemError, Forecast
-from clients.sdk import AsyncClient, Client
+from clients.models import BatchItemError, Forecast, PromptOptions
+from clients.sdk import AsyncClient, Client, _Endpoints
 
 V1 = {"fingpt-llama@v1", "fingpt-deepseek@v1"}
 
@@ -142,3 +142,35 @@ async def test_async_client_forecast_stream_and_batch(fake_service: FakeService)
     assert "".join(pieces) == result.raw_text
     assert sorted(i.ticker for i in items) == ["KO", "MSFT"]
     assert set(adapters.aliases) == {"fingpt-llama", "fingpt-deepseek"}
+
+
+def test_prompt_options_reach_the_service_and_come_back(fake_service: FakeService) -> None:
+    short = PromptOptions(weeks=1, news_per_week=3, with_financials=False)
+    with Client(fake_service.url) as c:
+        f = c.forecast("AAPL", options=short)
+        default = c.forecast("AAPL")
+        batch = c.batch(["KO", "MSFT"], options=PromptOptions(weeks=2))
+        streamed = c.stream_forecast("KO", options=short).result
+        with pytest.raises(UnprocessableEntityError) as refused:
+            c.forecast("AAPL", options=PromptOptions(weeks=5))
+    assert f.options == streamed.options == short
+    assert default.options == PromptOptions(weeks=4, news_per_week=5, with_financials=True)  # settings
+    assert {x.options for x in batch.forecasts} == {PromptOptions(weeks=2, news_per_week=5, with_financials=True)}
+    assert refused.value.status_code == 422 and "weeks" in str(refused.value)
+
+
+async def test_async_client_takes_prompt_options(fake_service: FakeService) -> None:
+    async with AsyncClient(fake_service.url) as c:
+        f = await c.forecast("AAPL", options=PromptOptions(with_financials=False))
+        items = [i async for i in c.stream_batch(["KO"], options=PromptOptions(news_per_week=0))]
+    assert f.options is not None and f.options.with_financials is False
+    assert isinstance(items[0], Forecast) and items[0].options is not None
+    assert items[0].options.news_per_week == 0
+
+
+def test_options_left_unset_are_not_sent() -> None:
+    call = _Endpoints.forecast("AAPL", None, None, False, None, PromptOptions(weeks=2))
+    assert call.json == {"ticker": "AAPL", "weeks": 2}
+    assert _Endpoints.batch(None, None, None, None).json == {}
+    falsy = _Endpoints.batch_stream(["KO"], None, None, None, PromptOptions(news_per_week=0, with_financials=False))
+    assert falsy.json == {"tickers": ["KO"], "stream": True, "news_per_week": 0, "with_financials": False}

@@ -81,9 +81,12 @@ def serve(
     """``async with serve(**settings) as client``: the app started (lifespan) and a client."""
 
     @asynccontextmanager
-    async def run(data: Any = None, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def run(
+        data: Any = None, tokenizer_for: Any = None, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         settings = make_settings(**overrides)
-        app = create_app(settings, engines, data or market, now=clock, rng=random.Random(7))
+        extra = {} if tokenizer_for is None else {"tokenizer_for": tokenizer_for}
+        app = create_app(settings, engines, data or market, now=clock, rng=random.Random(7), **extra)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
