@@ -32,7 +32,7 @@ from service.manifest import (
     read_manifest,
     versions_on_disk,
 )
-from service.telemetry import Telemetry
+from service.telemetry import NEW_ADAPTER, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,12 @@ class LoadedAdapter:
         return self.manifest.served_base
 
 
+@dataclass
+class _NameLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # calls holding or waiting for the lock
+
+
 class AdapterRegistry:
     def __init__(
         self,
@@ -70,7 +76,7 @@ class AdapterRegistry:
         self._telemetry = telemetry
         self._clock = clock
         self._ids = itertools.count(1)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _NameLock] = {}  # only names some call is using now
         self._versions: dict[str, LoadedAdapter] = {}
         self._aliases: dict[str, str] = {}
         self._unloads: set[asyncio.Task[None]] = set()
@@ -126,8 +132,19 @@ class AdapterRegistry:
 
     # -- changing -------------------------------------------------------------------------
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name``'s lock; the last user out drops it, so names that fail to load (or
+        are unloaded) leave nothing behind."""
+        entry = self._locks.setdefault(name, _NameLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[name]
 
     async def load(
         self, name: str, version: str | None = None, *, promote: bool = True, alias: str | None = None
@@ -137,11 +154,14 @@ class AdapterRegistry:
         version = version or self.latest_version(name)
         alias = check_segment("alias", alias or name)
         started = self._clock()
-        async with self._lock(name):
+        async with self._locked(name):
             try:
                 adapter = await self._load_locked(name, version)
             except Exception:
-                self._telemetry.swaps.labels(name, "failed").inc()
+                # A name with no loaded version is counted under one shared label, so
+                # failed loads of arbitrary names add no series.
+                known = any(a.name == name for a in self._versions.values())
+                self._telemetry.swaps.labels(name if known else NEW_ADAPTER, "failed").inc()
                 raise
             if promote:
                 self._flip(alias, adapter)
@@ -250,7 +270,7 @@ class AdapterRegistry:
         task.add_done_callback(self._unloads.discard)
 
     async def _unload_now(self, adapter: LoadedAdapter) -> None:
-        async with self._lock(adapter.name):
+        async with self._locked(adapter.name):
             if not adapter.retired or adapter.inflight or self._versions.get(adapter.ref) is not adapter:
                 return  # re-promoted, re-acquired or already gone meanwhile
             del self._versions[adapter.ref]
@@ -268,7 +288,7 @@ class AdapterRegistry:
         (requests for them then get 404, not a dead adapter). Returns the refs reloaded."""
         reloaded = []
         for adapter in [a for a in self.loaded() if a.base == base]:
-            async with self._lock(adapter.name):
+            async with self._locked(adapter.name):
                 if self._versions.get(adapter.ref) is not adapter:
                     continue
                 if adapter.retired:

@@ -8,7 +8,9 @@ environment; time and randomness are injectable so tests are exact.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -102,7 +104,9 @@ def create_app(
     install_error_handlers(app)
     for module in (forecast, batch, adapters, routing, scorecard, health):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     return app
 
 
@@ -120,15 +124,18 @@ def engine_stats(engines: Mapping[str, EngineClient]) -> dict[str, EngineStats]:
 
 
 class BodyLimit:
-    """413 for bodies over ``max_bytes``, by Content-Length or while streaming in.
+    """413 for bodies over ``max_bytes``, by Content-Length or while streaming in; 408 for a
+    body not fully in within ``timeout_s`` of the request's start, so a client that sends
+    headers and part of a body cannot hold a connection open indefinitely.
 
     The body is read here, up to the limit, before the app sees the request: raising from
     inside the app's ``receive`` would reach FastAPI's body parser, which turns any error
     into a 400. The limit is small (64 KiB by default), so buffering is cheap."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,19 +143,25 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._reject(send)
+            await self._too_large(send)
             return
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left before its body was in
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._reject(send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client left before its body was in
+                    body += message.get("body", b"")
+                    if len(body) > self.max_bytes:
+                        await self._too_large(send)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            why = f"request body not received within {self.timeout_s:g} s"
+            await _reject(send, 408, "invalid_request_error", why, "request_timeout")
+            return
         first: Message | None = {"type": "http.request", "body": bytes(body), "more_body": False}
 
         async def replay() -> Message:
@@ -160,14 +173,16 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        import json
+    async def _too_large(self, send: Send) -> None:
+        message = f"body over {self.max_bytes} bytes"
+        await _reject(send, 413, "invalid_request_error", message, "payload_too_large")
 
-        body = json.dumps(
-            error_body("invalid_request_error", f"body over {self.max_bytes} bytes", "payload_too_large")
-        ).encode()
-        await send({
-            "type": "http.response.start", "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        })
-        await send({"type": "http.response.body", "body": body})
+
+async def _reject(send: Send, status: int, type_: str, message: str, code: str) -> None:
+    """Answer in the one error shape from the ASGI layer, before the app has run."""
+    body = json.dumps(error_body(type_, message, code)).encode()
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})

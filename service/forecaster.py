@@ -9,13 +9,14 @@ response is yielded, so an acknowledged forecast is a stored one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -133,12 +134,34 @@ class Forecaster:
         self, prepared: Prepared, route: Route, *, route_label: str
     ) -> AsyncGenerator[str | ForecastResponse, None]:
         """Text deltas, then the stored :class:`ForecastResponse`."""
+        async with contextlib.aclosing(self._pipeline(prepared, route, route_label)) as pipeline:
+            async for event in pipeline:
+                if event is not None:
+                    yield event
+
+    async def admitted_events(
+        self, prepared: Prepared, route: Route, *, route_label: str
+    ) -> AsyncGenerator[str | ForecastResponse, None]:
+        """:meth:`events` already holding its admission slot and adapter lease, so over
+        capacity raises 503 (with ``Retry-After``) here, before a streamed response has sent
+        its 200. The caller must exhaust or ``aclose()`` the generator to free the slot."""
+        pipeline = self._pipeline(prepared, route, route_label)
+        admitted = await anext(pipeline)
+        assert admitted is None
+        # Past its first (admission) marker the pipeline yields only deltas and the result.
+        return cast(AsyncGenerator[str | ForecastResponse, None], pipeline)
+
+    async def _pipeline(
+        self, prepared: Prepared, route: Route, route_label: str
+    ) -> AsyncGenerator[str | ForecastResponse | None, None]:
+        """``None`` once admitted (slot and lease held), then the text deltas and the result."""
         labels = ["none", "none", route.arm]
         try:
             # A slot first (possibly after queueing), then the adapter lease: a queued request
             # holds no adapter version, so a swap never waits on the queue.
             async with self._admission.slot(), self._registry.acquire(route.alias) as adapter:
                 labels = [adapter.name, adapter.version, route.arm]
+                yield None
                 async for event in self._generate(prepared, adapter, route):
                     yield event
         except Exception as exc:

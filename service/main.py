@@ -25,6 +25,7 @@ from forecast.basemodels import materialize_tiny_model
 from forecast.providers.base import MarketData
 from forecast.settings import DataSettings, market_data_from_settings
 from service.engine import EngineClient, VLLMEngine, gpu_count, on_gpu, resolve_model_id
+from service.logfilters import redact_access_log
 from service.preflight import PreflightError, preflight
 from service.settings import TINY_MODEL_DIR, ServiceSettings
 
@@ -102,6 +103,7 @@ async def serve(settings: ServiceSettings, market: MarketData) -> None:
             app, host=settings.host, port=settings.port, log_level="info", lifespan="on",
             timeout_graceful_shutdown=30,
         )
+        redact_access_log()  # a ?token= in a request line is masked before it is logged
         await Server(config).serve()
     finally:
         await close_engines(engines)

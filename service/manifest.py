@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import math
 import re
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from forecast.basemodels import BASES
 from forecast.templates import ChatFormat
 from service.errors import AdapterError, Forbidden, NotFound
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "adapter.json"
 PEFT_CONFIG = "adapter_config.json"
@@ -33,8 +37,8 @@ class LoraShape(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     r: int = Field(ge=1)
-    alpha: float = Field(gt=0)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    alpha: float = Field(gt=0, allow_inf_nan=False)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
     target_modules: list[str] = Field(min_length=1)
 
 
@@ -99,21 +103,39 @@ def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def versions_on_disk(root: Path, name: str) -> list[str]:
-    """Versions of ``name`` that have a manifest, oldest first."""
+    """Versions of ``name`` that have a manifest, oldest first; versions that link outside
+    the root are left out (loading one by name is still 403)."""
     base = confined(root, check_segment("name", name))
     if not base.is_dir():
         return []
     found = [
         p.name for p in base.iterdir()
-        if SEGMENT.fullmatch(p.name) and (p / MANIFEST).is_file()
+        if SEGMENT.fullmatch(p.name) and _inside(root, p) and (p / MANIFEST).is_file()
     ]
     return sorted(found, key=version_key)
 
 
 def names_on_disk(root: Path) -> list[str]:
+    """Adapter names under the root; names that link outside it are left out, so one bad
+    symlink does not make every listing 403."""
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and SEGMENT.fullmatch(p.name))
+    return sorted(
+        p.name for p in root.iterdir()
+        if p.is_dir() and SEGMENT.fullmatch(p.name) and _inside(root, p)
+    )
+
+
+_escapes_logged: set[Path] = set()  # log each escaping entry once, not on every listing
+
+
+def _inside(root: Path, path: Path) -> bool:
+    if path.resolve().is_relative_to(root.resolve()):
+        return True
+    if path not in _escapes_logged:
+        _escapes_logged.add(path)
+        log.warning("adapter listing skips %s: it links outside the adapter root", path)
+    return False
 
 
 def read_manifest(root: Path, path: Path, name: str, version: str) -> AdapterManifest:
@@ -151,12 +173,24 @@ def check_peft_config(path: Path, manifest: AdapterManifest, ref: str) -> None:
         raise AdapterError(f"{ref}: {PEFT_CONFIG} is not JSON", code="corrupt_adapter") from None
     if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"{ref}: {PEFT_CONFIG} is not a LoRA config", code="corrupt_adapter")
-    if config.get("r") != manifest.lora.r:
-        raise AdapterError(
-            f"{ref}: {PEFT_CONFIG} has r={config.get('r')} but the manifest says "
-            f"r={manifest.lora.r}",
-            code="manifest_mismatch",
-        )
+    lora = manifest.lora
+    alpha, targets = config.get("lora_alpha"), config.get("target_modules")
+    # peft writes target_modules as a list in set order, or one string (a name or a regex)
+    found = sorted(map(str, targets)) if isinstance(targets, list) else [targets]
+    for key, theirs, ours, same in (
+        ("r", config.get("r"), lora.r, config.get("r") == lora.r),
+        ("lora_alpha", alpha, lora.alpha, _number(alpha) and math.isclose(alpha, lora.alpha)),
+        ("target_modules", targets, lora.target_modules, found == sorted(lora.target_modules)),
+    ):
+        if not same:
+            raise AdapterError(
+                f"{ref}: {PEFT_CONFIG} has {key}={theirs!r} but the manifest says {ours!r}",
+                code="manifest_mismatch",
+            )
+
+
+def _number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_safetensors(path: Path, ref: str) -> None:

@@ -6,6 +6,10 @@ key therefore lands on the same arm for as long as the weights stay, and across 
 and replicas (the hash is not Python's randomised ``hash``). Requests without a key draw
 ``u`` from an injected ``random.Random``. The table is replaced as a whole (one assignment),
 so a request never sees half of a re-weighting.
+
+Weights are finite, in [0, 1e6] and not all zero; the arm names ``direct`` and ``shadow`` are
+reserved, being the labels of explicit-adapter requests and shadow copies
+(``service.settings.routing_problem``, checked here live and by the settings at start-up).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import random
 from dataclasses import dataclass
 
 from service.errors import InvalidRequest, Unavailable
+from service.settings import routing_problem
 from service.telemetry import Telemetry
 
 
@@ -33,8 +38,13 @@ class RoutingTable:
     version: int = 0
 
     def normalised(self) -> list[tuple[Arm, float]]:
-        total = sum(a.weight for a in self.arms)
-        return [(a, a.weight / total) for a in self.arms] if total > 0 else []
+        # Scaled by the largest weight first, so that the sum cannot overflow.
+        top = max((a.weight for a in self.arms), default=0.0)
+        if not top > 0:
+            return []
+        scaled = [a.weight / top for a in self.arms]
+        total = sum(scaled)
+        return [(a, w / total) for a, w in zip(self.arms, scaled, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,8 @@ def pick(table: RoutingTable, u: float) -> Arm:
         edge += share
         if u < edge:
             return arm
-    return weighted[-1][0]  # u just under 1.0 with float rounding
+    # u just under 1.0 with float rounding: the last arm that has a share
+    return next(arm for arm, share in reversed(weighted) if share > 0)
 
 
 class Router:
@@ -77,8 +88,9 @@ class Router:
         names = [a.name for a in arms]
         if len(set(names)) != len(names):
             raise InvalidRequest("arm names must be unique", code="invalid_routing")
-        if any(a.weight < 0 for a in arms) or (arms and sum(a.weight for a in arms) <= 0):
-            raise InvalidRequest("weights must be >= 0 with a positive sum", code="invalid_routing")
+        problem = routing_problem({a.name: a.weight for a in arms})
+        if problem is not None:
+            raise InvalidRequest(problem, code="invalid_routing")
         if not 0.0 <= shadow_fraction <= 1.0:
             raise InvalidRequest("shadow_fraction must be in [0, 1]", code="invalid_routing")
         table = RoutingTable(tuple(arms), shadow, shadow_fraction, self._table.version + 1)

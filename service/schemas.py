@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from service.settings import MAX_ROUTING_WEIGHT
+
 TICKER = r"^[A-Za-z][A-Za-z.\-]{0,9}$"
 ADAPTER_TARGET = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -177,9 +179,9 @@ class AdapterList(BaseModel):
 
 
 class ArmIn(_Body):
-    name: str = Field(pattern=NAME)
+    name: str = Field(pattern=NAME, description="Not 'direct' or 'shadow' (reserved labels).")
     adapter: str = Field(pattern=NAME, description="An alias.")
-    weight: float = Field(ge=0)
+    weight: float = Field(ge=0, le=MAX_ROUTING_WEIGHT, allow_inf_nan=False)
 
 
 class RoutingIn(_Body):

@@ -8,16 +8,38 @@ passes it to :func:`service.app.create_app`. Lists and mappings are given as JSO
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from forecast.basemodels import BASES
 from forecast.templates import ChatFormat
 
 TINY_MODEL_DIR = Path("var/models/smollm2-135m-instruct")
+
+# Routing rules, shared by the settings (checked at start-up) and service.routing (live).
+MAX_ROUTING_WEIGHT = 1e6  # bounded so that sums of weights never overflow
+# Labels the forecaster gives explicit-adapter requests ("direct") and shadow copies
+# ("shadow"); an arm of either name would be indistinguishable from them in the log and
+# the metrics, so they are refused (case-insensitively) as arm names.
+RESERVED_ARM_NAMES = frozenset({"direct", "shadow"})
+
+
+def routing_problem(weights: Mapping[str, float]) -> str | None:
+    """Why these arm weights cannot route, or None: names not reserved, each weight finite
+    in [0, MAX_ROUTING_WEIGHT], not all zero."""
+    reserved = sorted(name for name in weights if name.lower() in RESERVED_ARM_NAMES)
+    if reserved:
+        return f"arm names {sorted(RESERVED_ARM_NAMES)} are reserved labels; got {reserved}"
+    if not all(math.isfinite(w) and 0 <= w <= MAX_ROUTING_WEIGHT for w in weights.values()):
+        return f"weights must be finite numbers in [0, {MAX_ROUTING_WEIGHT:g}]"
+    if weights and not any(w > 0 for w in weights.values()):
+        return "weights must not all be zero"
+    return None
 
 
 class EngineSettings(BaseModel):
@@ -133,6 +155,7 @@ class ServiceSettings(BaseSettings):
     queue_timeout_s: float = Field(default=30.0, gt=0)  # a queued forecast then gets 503
     retry_after_s: int = Field(default=2, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    body_timeout_s: float = Field(default=10.0, gt=0)  # a body not in by then: 408
     max_batch: int = Field(default=64, ge=1)
     ready_probe_s: float = Field(default=30.0, gt=0)  # readiness probes an engine this often
     ready_timeout_s: float = Field(default=30.0, gt=0)  # ... and gives up after this long
@@ -144,6 +167,22 @@ class ServiceSettings(BaseSettings):
 
     # Scoring realized accuracy.
     score_interval_s: float = Field(default=3600.0, gt=0)
+
+    @field_validator("routing")
+    @classmethod
+    def _routable(cls, value: dict[str, float]) -> dict[str, float]:
+        problem = routing_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _default_arms_routable(self) -> ServiceSettings:
+        if not self.routing:  # the preloaded names become the arms
+            problem = routing_problem({spec.partition("@")[0]: 1.0 for spec in self.preload})
+            if problem is not None:
+                raise ValueError(f"preload (the default routing arms): {problem}")
+        return self
 
     def admin_token_value(self) -> str | None:
         """The token in clear for the comparison only; never log it."""

@@ -23,6 +23,9 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 FAST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RATE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 FORECAST = ("adapter", "version", "arm")
+# The adapter label of failed loads of a name that has no version loaded: one series for all
+# of them, whatever names an admin sends. (A real name starts with a letter or digit.)
+NEW_ADAPTER = "_new"
 
 
 class Telemetry:
@@ -89,6 +92,7 @@ class Telemetry:
             "forecast_adapter_swaps", "Adapter loads that flip an alias, by result.",
             ("adapter", "result"), registry=r,
         )
+        self.swaps.labels(NEW_ADAPTER, "failed")  # exported at 0 from the start
         self.swap_seconds = Histogram(
             "forecast_adapter_swap_duration_seconds", "Load + flip time of a hot-swap.",
             ("adapter",), buckets=LATENCY_BUCKETS, registry=r,

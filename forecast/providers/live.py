@@ -6,12 +6,15 @@ rate limiter's clock and the sleep used for backoff.
 
 Errors are mapped onto :mod:`forecast.errors`; every message passes through
 :func:`~forecast.providers.cache.redact_secrets` and is raised ``from None``, because the
-libraries' own exceptions carry request URLs with the API key in their query string.
+libraries' own exceptions carry request URLs with the API key in their query string. For
+the same reason the key is masked in urllib3's log records (it logs each request URL at
+DEBUG): :class:`RedactSecretsFilter` is installed when a Finnhub provider is built.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +54,35 @@ R = TypeVar("R")
 Sleep = Callable[[float], None]
 
 FINNHUB_FREE_CALLS_PER_MINUTE = 60
+# urllib3's loggers that write request URLs: connection pool (each request line at DEBUG),
+# retries (the URL retried) and pool manager (redirects). Filters on a logger apply to its
+# own records only, not to its children's, so each gets the filter.
+URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager")
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Masks ``secrets`` and any ``token=``/``apikey=`` value in a record's message."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_secrets(message, self.secrets)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_in_logs(secrets: tuple[str, ...], loggers: tuple[str, ...] = URL_LOGGERS) -> None:
+    """Install a :class:`RedactSecretsFilter` for ``secrets`` on ``loggers`` (once per key)."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(
+            isinstance(f, RedactSecretsFilter) and f.secrets == secrets for f in logger.filters
+        ):
+            logger.addFilter(RedactSecretsFilter(secrets))
 
 
 class TokenBucket:
@@ -231,6 +263,7 @@ class FinnhubProvider:
         self.backoff = backoff or Backoff()
         self.sleep = sleep
         self._secrets = tuple(s for s in (getattr(client, "api_key", None),) if s)
+        redact_in_logs(self._secrets)  # urllib3 logs request URLs, key included, at DEBUG
 
     @classmethod
     def from_api_key(cls, api_key: str, **kwargs: Any) -> FinnhubProvider:

@@ -38,7 +38,9 @@ async def forecast(body: ForecastRequest, state: State, client_key: ClientKey = 
     route = f.choose(body.adapter, client_key)
     headers = {ARM_HEADER: route.arm}
     if body.stream:
-        events = f.events(prepared, route, route_label=label)
+        # Admitted before the 200 goes out: over capacity is a 503 with Retry-After, as for
+        # a plain forecast, not an error event inside a 200 stream.
+        events = await f.admitted_events(prepared, route, route_label=label)
         return EventSourceResponse(sse(events), headers=headers)
     result = None
     async for event in f.events(prepared, route, route_label=label):

@@ -399,3 +399,20 @@ def test_yahoo_network_errors_are_retried_then_provider_errors(yahoo: Any) -> No
     with pytest.raises(ProviderError, match="ConnectionError") as caught:
         provider.daily_bars("CAT", D(2024, 1, 2), D(2024, 1, 9))
     assert not isinstance(caught.value, RateLimitedError) and sleeps == [1.0, 2.0]
+
+
+def test_urllib3_debug_log_never_shows_the_key(fh: FinnhubStub, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    url = f"/api/v1/stock/profile2?symbol=AAPL&token={API_KEY}"
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+    # The records urllib3 writes for a request and for a retry of it (same format strings).
+    logging.getLogger("urllib3.connectionpool").debug(
+        '%s://%s:%s "%s %s %s" %s %s', "https", "finnhub.io", 443, "GET", url, "HTTP/1.1", 200, 512
+    )
+    logging.getLogger("urllib3.util.retry").debug("Incremented Retry for (url='%s'): %r", url, 3)
+    logging.getLogger("urllib3.connectionpool").debug("echo %s", f"key {API_KEY} in a header")
+    assert len(caplog.records) == 3
+    assert API_KEY not in caplog.text
+    assert "GET /api/v1/stock/profile2?symbol=AAPL&token=*** HTTP/1.1" in caplog.text
+    assert "key *** in a header" in caplog.text
