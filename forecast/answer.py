@@ -167,6 +167,7 @@ def _parse_prose(positive: str, concerns: str, analysis: str) -> ParsedAnswer:
 # ``prediction_source="probe"``. Training's evaluation and the service use this one rule.
 
 PROBE_HEADER = "\n\n[Prediction & Analysis]:\nPrediction:"
+PROBE_MAX_TOKENS = 16  # the probe's own budget: the longest bin phrase fits well inside it
 _HEADERS = {
     "positive": r"\[\s*positive\s+developments?\s*\]\s*:?",
     "concerns": r"\[\s*potential\s+concerns?\s*\]\s*:?",

@@ -20,7 +20,14 @@ from typing import Any, cast
 
 import anyio
 
-from forecast.answer import ParsedAnswer, bin_phrases, parse_answer, probe_text, read_partial
+from forecast.answer import (
+    PROBE_MAX_TOKENS,
+    ParsedAnswer,
+    bin_phrases,
+    parse_answer,
+    probe_text,
+    read_partial,
+)
 from forecast.errors import AnswerParseError
 from forecast.providers.base import MarketData
 from forecast.templates import SPECS, render_chat
@@ -42,7 +49,7 @@ from service.preflight import window_of
 from service.prompt_options import ContextCheck, options_of, resolve_window
 from service.routing import Route, Router
 from service.schemas import ForecastResponse, Freshness, Latency, Prediction, PromptOptionsIn
-from service.settings import ServiceSettings
+from service.settings import DIRECT_ARM, SHADOW_ARM, ServiceSettings
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -123,7 +130,7 @@ class Forecaster:
     def choose(self, adapter: str | None, client_key: str | None) -> Route:
         if adapter:
             self._registry.resolve(adapter)  # 404 now rather than mid-stream
-            return Route(arm="direct", alias=adapter)
+            return Route(arm=DIRECT_ARM, alias=adapter)
         route = self._router.choose(client_key)
         self._registry.resolve(route.alias)
         return route
@@ -281,10 +288,10 @@ class Forecaster:
         from forecast.bins import Bin
 
         row = ForecastRow(
-            id=r.id, created_at=self._now(), route="shadow" if route.arm == "shadow" else "api",
+            id=r.id, created_at=self._now(), route="shadow" if route.arm == SHADOW_ARM else "api",
             ticker=r.ticker, as_of=r.as_of, target_end=r.week_end, adapter=adapter.name,
             version=adapter.version, base=adapter.base, base_model=r.base_model, arm=route.arm,
-            shadow=route.arm == "shadow", prompt_hash=prompt_hash(prompt, prepared.window),
+            shadow=route.arm == SHADOW_ARM, prompt_hash=prompt_hash(prompt, prepared.window),
             weeks=prepared.window.weeks, news_per_week=prepared.window.news_per_week,
             with_financials=prepared.window.with_financials,
             raw_text=r.raw_text, parse_error=r.parse_error,
@@ -335,7 +342,7 @@ class Forecaster:
     ) -> ParsedAnswer | None:
         """The bin the model picks (constrained to the twelve phrases) after its own cut-off
         answer and the Prediction header; ``None`` when that fails too, counted and logged."""
-        params = GenerationParams(max_tokens=16, temperature=0.0, choices=tuple(bin_phrases()))
+        params = GenerationParams(max_tokens=PROBE_MAX_TOKENS, temperature=0.0, choices=tuple(bin_phrases()))
         pieces: list[str] = []
         try:
             async for chunk in engine.generate(
@@ -352,7 +359,7 @@ class Forecaster:
 
     async def _shadow(self, prepared: Prepared, alias: str) -> None:
         try:
-            async for _ in self.events(prepared, Route(arm="shadow", alias=alias), route_label="shadow"):
+            async for _ in self.events(prepared, Route(arm=SHADOW_ARM, alias=alias), route_label="shadow"):
                 pass
         except Exception as exc:
             log.warning("shadow forecast on %s failed: %s", alias, exc)

@@ -19,7 +19,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from forecast.answer import PROBE_HEADER
+from forecast.answer import PROBE_HEADER, PROBE_MAX_TOKENS
 from forecast.errors import NoDataError
 from forecast.prompt import ForecastPrompt, render_user
 from forecast.providers.snapshot import SnapshotMarketData
@@ -31,8 +31,6 @@ from service.settings import EngineSettings, ServiceSettings
 # Each engine process also holds a CUDA context (~0.5 GiB) outside its share.
 MAX_TOTAL_SHARE = 0.98
 VLLM_DEFAULT_SHARE = 0.9  # vLLM's gpu_memory_utilization when none is given
-# The bin probe (service.forecaster) asks for at most this many tokens after the answer.
-PROBE_MAX_TOKENS = 16
 # Sundays (as_of) whose prompts carry news in the bundled snapshot (news 2023-09-22..12-31).
 SNAPSHOT_SUNDAYS = (dt.date(2023, 9, 24), dt.date(2023, 12, 31))
 
@@ -129,6 +127,13 @@ def load_tokenizer(engine: EngineSettings) -> Tokenizer:
     return tokenizer  # type: ignore[no-any-return]
 
 
+def probe_reserve(settings: ServiceSettings, tokenizer: Tokenizer) -> int:
+    """Context the bin probe needs beyond the answer (its header and its own tokens), when on."""
+    if not settings.probe_unparsed:
+        return 0
+    return len(tokenizer.encode(PROBE_HEADER, add_special_tokens=False)) + PROBE_MAX_TOKENS
+
+
 def check_prompt_fits(
     settings: ServiceSettings, tokenizer_for: Callable[[EngineSettings], Tokenizer] = load_tokenizer
 ) -> None:
@@ -142,9 +147,7 @@ def check_prompt_fits(
             tokenizers[name] = tokenizer_for(engine)
         tokenizer = tokenizers[name]
         prompt = longest_prompt_tokens(window, engine.format, tokenizer)
-        probe = 0
-        if settings.probe_unparsed:
-            probe = len(tokenizer.encode(PROBE_HEADER, add_special_tokens=False)) + PROBE_MAX_TOKENS
+        probe = probe_reserve(settings, tokenizer)
         need = prompt + settings.max_new_tokens + probe
         if need > engine.max_model_len:
             financials = ", with financials" if settings.with_financials else ""

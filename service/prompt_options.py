@@ -26,15 +26,14 @@ from collections.abc import Callable, Mapping
 
 import anyio
 
-from forecast.answer import PROBE_HEADER
 from forecast.windows import WindowConfig
 from service.engine import EngineClient
 from service.errors import InvalidRequest, Unavailable
 from service.preflight import (
-    PROBE_MAX_TOKENS,
     PreflightError,
     Tokenizer,
     longest_prompt_tokens,
+    probe_reserve,
     window_of,
 )
 from service.schemas import PromptOptions, PromptOptionsIn
@@ -111,9 +110,7 @@ class ContextCheck:
             spec = self._specs.get(base) or EngineSettings(base=base)
             tokenizer = self._tokenizer(spec)
             prompt = longest_prompt_tokens(window, engine.info.chat_format, tokenizer)
-            probe = 0
-            if s.probe_unparsed:
-                probe = len(tokenizer.encode(PROBE_HEADER, add_special_tokens=False)) + PROBE_MAX_TOKENS
+            probe = probe_reserve(s, tokenizer)
             budget = spec.max_model_len - s.max_new_tokens - probe
             if prompt > budget:
                 financials = "with" if window.with_financials else "without"

@@ -26,7 +26,8 @@ MAX_ROUTING_WEIGHT = 1e6  # bounded so that sums of weights never overflow
 # Labels the forecaster gives explicit-adapter requests ("direct") and shadow copies
 # ("shadow"); an arm of either name would be indistinguishable from them in the log and
 # the metrics, so they are refused (case-insensitively) as arm names.
-RESERVED_ARM_NAMES = frozenset({"direct", "shadow"})
+DIRECT_ARM, SHADOW_ARM = "direct", "shadow"
+RESERVED_ARM_NAMES = frozenset({DIRECT_ARM, SHADOW_ARM})
 
 
 def routing_problem(weights: Mapping[str, float]) -> str | None:
