@@ -2,7 +2,7 @@
 
 An answer has three sections, ``[Positive Developments]``, ``[Potential Concerns]`` and
 ``[Prediction & Analysis]``, the last with ``Prediction: Up by 2-3%`` then ``Analysis: ...``.
-The parser tolerates a DeepSeek-R1 ``<think>…</think>`` preamble, case and spacing variants,
+The parser tolerates a DeepSeek-R1 ``<think>…</think>`` preamble (opened by the prompt or not), case and spacing variants,
 ``and`` for ``&``, and a missing colon after a section header. It returns a typed
 :class:`ParsedAnswer` or raises :class:`~forecast.errors.AnswerParseError`; it never guesses.
 """
@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from forecast.bins import Bin, bin_of_phrase
 from forecast.errors import AnswerParseError
 
-_THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL | re.IGNORECASE)
+# DeepSeek-R1's generation prompt already opens the block (``<｜Assistant｜><think>\n``), so
+# the generated text may start inside it: the opening tag is optional, the closing one is not.
+_THINK = re.compile(r"^\s*(?:<think>)?.*?</think>\s*", re.DOTALL | re.IGNORECASE)
 _SECTIONS = re.compile(
     r"\[\s*positive\s+developments?\s*\]\s*:?\s*(?P<pos>.*?)"
     r"\[\s*potential\s+concerns?\s*\]\s*:?\s*(?P<neg>.*?)"
@@ -81,7 +83,8 @@ def _items(section: str) -> list[str]:
 
 
 def strip_reasoning(text: str) -> str:
-    """Drop a leading ``<think>…</think>`` block and trailing end-of-turn markers."""
+    """Drop a leading ``<think>…</think>`` block (its opening tag may be the prompt's) and
+    trailing end-of-turn markers."""
     text = _THINK.sub("", text, count=1)
     for eos in _EOS:
         text = text.replace(eos, "")

