@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from forecast.providers.base import MarketData
 from forecast.providers.snapshot import SnapshotMarketData
+
+if TYPE_CHECKING:
+    from forecast.providers.live import RateLimiter
 
 
 class DataSettings(BaseSettings):
@@ -28,6 +31,12 @@ class DataSettings(BaseSettings):
     )
     finnhub_api_key: SecretStr | None = None
     finnhub_calls_per_minute: float = Field(default=60.0, gt=0)
+    finnhub_rate_limit_url: str | None = Field(
+        default=None,
+        description="Where replicas share one Finnhub rate limit per key: sqlite:///path (the "
+        "processes of one host) or postgresql://... (any host). None: each process limits "
+        "itself, so N replicas make N times finnhub_calls_per_minute.",
+    )
     cache_path: Path = Path("var/cache/market_data.sqlite3")
     cache_ttl_seconds: float = Field(default=6 * 3600.0, gt=0)
 
@@ -54,19 +63,12 @@ def market_data_from_settings(settings: DataSettings) -> MarketData:
         return SnapshotMarketData(settings.snapshot_dir)
     # Imported here so snapshot-only processes never import yfinance and finnhub.
     from forecast.providers.cache import CachedMarketData
-    from forecast.providers.live import (
-        FinnhubProvider,
-        LiveMarketData,
-        TokenBucket,
-        YFinancePriceProvider,
-    )
+    from forecast.providers.live import FinnhubProvider, LiveMarketData, YFinancePriceProvider
 
     key = settings.api_key()
     if key is None:  # the validator guarantees a key; this narrows the type
         raise ValueError("FORECAST_FINNHUB_API_KEY is required when FORECAST_DATA_SOURCE=live")
-    finnhub_provider = FinnhubProvider.from_api_key(
-        key, limiter=TokenBucket(rate_per_minute=settings.finnhub_calls_per_minute)
-    )
+    finnhub_provider = FinnhubProvider.from_api_key(key, limiter=finnhub_limiter(settings, key))
     live = LiveMarketData(
         prices=YFinancePriceProvider(),
         news=finnhub_provider,
@@ -74,3 +76,14 @@ def market_data_from_settings(settings: DataSettings) -> MarketData:
         financials=finnhub_provider,
     )
     return CachedMarketData(live, settings.cache_path, settings.cache_ttl, redact=(key,))
+
+
+def finnhub_limiter(settings: DataSettings, key: str) -> RateLimiter:
+    """The bucket shared through ``finnhub_rate_limit_url``, else one of this process."""
+    from forecast.providers.live import TokenBucket
+    from forecast.providers.ratelimit import SharedTokenBucket, bucket_store
+
+    rate = settings.finnhub_calls_per_minute
+    if settings.finnhub_rate_limit_url:
+        return SharedTokenBucket(bucket_store(settings.finnhub_rate_limit_url), key, rate)
+    return TokenBucket(rate_per_minute=rate)

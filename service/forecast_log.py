@@ -5,7 +5,8 @@ an acknowledged forecast survives a killed process) or Postgres by URL. Each row
 prompt options and hash, arm, adapter version, latencies and the parsed prediction; the scorer fills in
 the realized return once the target week has closed, and :meth:`ForecastLog.scorecards`
 aggregates realized binary accuracy and MSE (on bin midpoints, as ``forecast.metrics``) per
-adapter version in SQL.
+adapter version in SQL. The schema is managed by Alembic (:mod:`service.migrations`): opening
+the log applies any migration the database lacks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from forecast.bins import Bin
 from forecast.windows import WindowConfig
+from service import migrations
 
 
 class Base(DeclarativeBase):
@@ -55,8 +57,8 @@ class ForecastRow(Base):
     adapter: Mapped[str] = mapped_column(String(128), index=True)
     version: Mapped[str] = mapped_column(String(128))
     base: Mapped[str] = mapped_column(String(32))
-    base_model: Mapped[str] = mapped_column(String(256))
-    arm: Mapped[str] = mapped_column(String(64))
+    base_model: Mapped[str] = mapped_column(Text)  # an HF id or a checkpoint path
+    arm: Mapped[str] = mapped_column(String(128))  # an adapter name (manifest.SEGMENT)
     shadow: Mapped[bool] = mapped_column(Boolean, default=False)
     prompt_hash: Mapped[str] = mapped_column(String(64))  # see prompt_hash()
     # The prompt options (NULL on rows written before they existed).
@@ -96,6 +98,7 @@ class Scorecard:
     mean_ttft_s: float | None
     tokens_per_s: float | None
     probed: int = 0  # bin chosen by the model after its cut-off answer
+    mse_second_moment: float | None = None  # mean of the squared errors' squares (for mse_ci)
 
     @property
     def parse_failure_rate(self) -> float | None:
@@ -140,8 +143,7 @@ class ForecastLog:
 
     def __init__(self, url: str) -> None:
         self.engine = make_db_engine(url)
-        Base.metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        migrations.upgrade(self.engine)  # a new log gets head, an older one is brought to it
 
     def add(self, row: ForecastRow) -> None:
         with Session(self.engine) as session, session.begin():
@@ -207,6 +209,7 @@ class ForecastLog:
             func.sum(case((scored, 1), else_=0)),
             func.avg(hit),
             func.avg(sq),
+            func.avg(sq * sq),
             func.avg(r.total_s),
             func.avg(r.ttft_s),
             func.avg(rate),
@@ -217,32 +220,18 @@ class ForecastLog:
         with Session(self.engine) as session:
             for row in session.execute(query):
                 name, version = (row[0], row[1]) if by_version else (row[0], None)
-                n, predicted, n_probed, n_scored, acc, mse, lat, ttft, tps = row[-9:]
+                n, predicted, n_probed, n_scored, acc, mse, mse_m2, lat, ttft, tps = row[-10:]
                 out.append(Scorecard(
                     adapter=name, version=version, forecasts=int(n),
                     parsed=int(predicted) - int(n_probed or 0), probed=int(n_probed or 0),
                     scored=int(n_scored or 0), binary_accuracy=_f(acc), mse=_f(mse),
+                    mse_second_moment=_f(mse_m2),
                     mean_latency_s=_f(lat), mean_ttft_s=_f(ttft), tokens_per_s=_f(tps),
                 ))
         return out
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Columns added to :class:`ForecastRow` since a log file was created (all nullable), so
-    an existing forecast log keeps working after an upgrade."""
-    from sqlalchemy import inspect, text
-
-    have = {c["name"] for c in inspect(engine).get_columns(ForecastRow.__tablename__)}
-    missing = [c for c in ForecastRow.__table__.columns if c.name not in have]
-    if not missing:
-        return
-    with engine.begin() as conn:
-        for column in missing:
-            kind = column.type.compile(dialect=engine.dialect)
-            conn.execute(text(f"ALTER TABLE {ForecastRow.__tablename__} ADD COLUMN {column.name} {kind}"))
 
 
 def _f(value: Any) -> float | None:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import finnhub
 import pandas as pd
@@ -47,13 +47,13 @@ from forecast.providers.base import (
     ProfileProvider,
 )
 from forecast.providers.cache import redact_secrets
+from forecast.providers.ratelimit import FINNHUB_FREE_CALLS_PER_MINUTE
 from forecast.providers.snapshot import profile_from_finnhub
 from forecast.types import BasicFinancials, CompanyProfile, Fetched, NewsItem
 
 R = TypeVar("R")
 Sleep = Callable[[float], None]
 
-FINNHUB_FREE_CALLS_PER_MINUTE = 60
 # urllib3's loggers that write request URLs: connection pool (each request line at DEBUG),
 # retries (the URL retried) and pool manager (redirects). Filters on a logger apply to its
 # own records only, not to its children's, so each gets the filter.
@@ -85,8 +85,16 @@ def redact_in_logs(secrets: tuple[str, ...], loggers: tuple[str, ...] = URL_LOGG
             logger.addFilter(RedactSecretsFilter(secrets))
 
 
+class RateLimiter(Protocol):
+    def acquire(self) -> float:
+        """Take one token, waiting for it if need be; return the seconds waited."""
+        ...
+
+
 class TokenBucket:
-    """Client-side rate limiter: ``rate_per_minute`` calls, bursts up to ``burst``.
+    """Client-side rate limiter of one process: ``rate_per_minute`` calls, bursts up to
+    ``burst`` (:class:`~forecast.providers.ratelimit.SharedTokenBucket` shares one across
+    processes and replicas).
 
     A caller takes a token, possibly going into debt, and sleeps outside the lock until its
     token is due, so concurrent callers are spaced out instead of serialized on the lock.
@@ -254,7 +262,7 @@ class FinnhubProvider:
     def __init__(
         self,
         client: Any,
-        limiter: TokenBucket | None = None,
+        limiter: RateLimiter | None = None,
         backoff: Backoff | None = None,
         sleep: Sleep = time.sleep,
     ) -> None:

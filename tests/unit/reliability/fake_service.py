@@ -1,11 +1,11 @@
 """The real service app over FakeEngines, served by the service's own uvicorn ``Server`` in a
 process of its own, for tests that signal or kill the service process.
 
-    python tests/unit/reliability/fake_service.py --dir DIR [--delay-s 0.01]
+    python tests/unit/reliability/fake_service.py --dir DIR [--delay-s 0.01] [--db-url URL]
 
 Adapters ``llama-fingpt@v1,v2`` and ``deepseek-fingpt@v1`` are written under ``DIR/adapters``
 (v1s preloaded, routed 50/50), the forecast log is ``DIR/forecasts.sqlite3`` (SQLite, WAL,
-as shipped), the admin token is :data:`TOKEN`. The bound port is written to ``DIR/port``
+as shipped) unless ``--db-url`` names another database, the admin token is :data:`TOKEN`. The bound port is written to ``DIR/port``
 once the server listens.
 """
 
@@ -29,7 +29,7 @@ from service.testing import FakeEngine, write_stub_adapter
 TOKEN = "fake-service-admin-token-77"
 
 
-def build(directory: Path, max_inflight: int) -> ServiceSettings:
+def build(directory: Path, max_inflight: int, db_url: str | None = None) -> ServiceSettings:
     root = directory / "adapters"
     for name, version, base in (
         ("llama-fingpt", "v1", "llama"), ("llama-fingpt", "v2", "llama"),
@@ -40,15 +40,17 @@ def build(directory: Path, max_inflight: int) -> ServiceSettings:
     return ServiceSettings(
         _env_file=None,  # type: ignore[call-arg]
         admin_token=TOKEN, adapter_root=root,
-        db_url=f"sqlite:///{directory / 'forecasts.sqlite3'}",
+        db_url=db_url or f"sqlite:///{directory / 'forecasts.sqlite3'}",
         preload=["llama-fingpt@v1", "deepseek-fingpt@v1"],
         default_as_of=SNAPSHOT_LATEST, max_new_tokens=64, weeks=1, news_per_week=1,
         max_inflight=max_inflight,
     )
 
 
-async def serve(directory: Path, delay_s: float, max_inflight: int) -> None:
-    settings = build(directory, max_inflight)
+async def serve(
+    directory: Path, delay_s: float, max_inflight: int, db_url: str | None = None
+) -> None:
+    settings = build(directory, max_inflight, db_url)
     engines = {"llama": FakeEngine("llama", delay_s=delay_s),
                "deepseek": FakeEngine("deepseek", delay_s=delay_s)}
     app = create_app(settings, engines, SnapshotMarketData(), now=lambda: dt.datetime.now(dt.UTC))
@@ -76,9 +78,10 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--delay-s", type=float, default=0.0, help="FakeEngine delay per word")
     parser.add_argument("--max-inflight", type=int, default=64)
+    parser.add_argument("--db-url", default=None, help="forecast log; default DIR/forecasts.sqlite3")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve(args.dir, args.delay_s, args.max_inflight))
+    asyncio.run(serve(args.dir, args.delay_s, args.max_inflight, args.db_url))
 
 
 if __name__ == "__main__":

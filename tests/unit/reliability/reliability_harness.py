@@ -62,13 +62,15 @@ REPO = HERE.parents[2]
 
 @contextmanager
 def fake_service_process(
-    directory: Path, *, delay_s: float = 0.0, max_inflight: int = 64
+    directory: Path, *, delay_s: float = 0.0, max_inflight: int = 64, db_url: str | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``fake_service.py`` in a process of its own; yields it and its base URL once healthy.
-    Killed at the end if the test left it running."""
+    Killed at the end if the test left it running. ``db_url``: the forecast log (default a
+    SQLite file in ``directory``)."""
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "fake_service.py"), "--dir", str(directory),
-         "--delay-s", str(delay_s), "--max-inflight", str(max_inflight)],
+         "--delay-s", str(delay_s), "--max-inflight", str(max_inflight),
+         *(["--db-url", db_url] if db_url else [])],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -1,7 +1,8 @@
-"""No acknowledged forecast is lost across a kill -9 of the service (SQLite forecast log in
-WAL mode, as shipped): the service runs as a process of its own on FakeEngines, clients send
-forecasts, the process is SIGKILLed while requests are in flight, and the database, reopened,
-holds every forecast that was answered 200 (counted by id)."""
+"""No acknowledged forecast is lost across a kill -9 of the service, with the forecast log on
+SQLite in WAL mode (as shipped) and on a real PostgreSQL server: the service runs as a process
+of its own on FakeEngines, clients send forecasts, the process is SIGKILLed while requests are
+in flight, and the database, reopened, holds every forecast that was answered 200 (counted
+by id)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+import sqlalchemy as sa
 from reliability_harness import fake_service_process
 
 TICKERS = ["AAPL", "MSFT", "KO", "JPM", "V", "HD", "CAT", "MMM"]
@@ -23,7 +26,9 @@ KILL_AFTER = 100  # acknowledged forecasts before each kill
 ROUNDS = 3  # kill -9, restart on the same database, kill -9 again
 
 
-def run_until_killed(directory: Path, acknowledged: list[str], sent: list[int]) -> None:
+def run_until_killed(
+    directory: Path, acknowledged: list[str], sent: list[int], db_url: str
+) -> None:
     """Start the service, send forecasts from :data:`CLIENTS` clients, SIGKILL it once
     :data:`KILL_AFTER` more were acknowledged, while the clients are still sending."""
     lock = threading.Lock()
@@ -47,7 +52,7 @@ def run_until_killed(directory: Path, acknowledged: list[str], sent: list[int]) 
                         acknowledged.append(r.json()["id"])
 
     (directory / "port").unlink(missing_ok=True)
-    with fake_service_process(directory, delay_s=0.002) as (proc, url):
+    with fake_service_process(directory, delay_s=0.002, db_url=db_url) as (proc, url):
         threads = [threading.Thread(target=client, args=(i, url)) for i in range(CLIENTS)]
         for t in threads:
             t.start()
@@ -61,22 +66,40 @@ def run_until_killed(directory: Path, acknowledged: list[str], sent: list[int]) 
             t.join(timeout=60)
 
 
-def test_no_acknowledged_forecast_is_lost_across_kill_9(tmp_path: Path) -> None:
+@pytest.fixture
+def db_url(any_db_url: str) -> str:
+    """SQLite and PostgreSQL in turn (tests/conftest.py)."""
+    return any_db_url
+
+
+def stored_ids(db_url: str, directory: Path) -> set[str]:
+    if db_url.startswith("sqlite"):
+        db = sqlite3.connect(directory / "forecasts.sqlite3")
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            return {row[0] for row in db.execute("SELECT id FROM forecasts")}
+        finally:
+            db.close()
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return {row[0] for row in conn.execute(sa.text("SELECT id FROM forecasts"))}
+    finally:
+        engine.dispose()
+
+
+def test_no_acknowledged_forecast_is_lost_across_kill_9(tmp_path: Path, db_url: str) -> None:
     acknowledged: list[str] = []
     sent = [0]
     for _ in range(ROUNDS):
-        run_until_killed(tmp_path, acknowledged, sent)
+        run_until_killed(tmp_path, acknowledged, sent, db_url)
 
-    db = sqlite3.connect(tmp_path / "forecasts.sqlite3")
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        stored = {row[0] for row in db.execute("SELECT id FROM forecasts")}
-    finally:
-        db.close()
+    stored = stored_ids(db_url, tmp_path)
     lost = set(acknowledged) - stored
-    print(f"durability: {ROUNDS} kill -9s, sent {sent[0]}, acknowledged {len(acknowledged)}, "
-          f"stored {len(stored)}, lost {len(lost)}")
+    backend = db_url.split(":", 1)[0]
+    print(f"durability ({backend}): {ROUNDS} kill -9s, sent {sent[0]}, acknowledged "
+          f"{len(acknowledged)}, stored {len(stored)}, lost {len(lost)}")
     assert len(acknowledged) >= ROUNDS * KILL_AFTER
     assert not lost, f"{len(lost)} acknowledged forecasts missing after kill -9"
     assert len(stored) >= len(acknowledged)

@@ -1,10 +1,10 @@
-"""The forecast log survives a restart (real SQLite file in WAL mode); the scorer fills
-realized returns once the target week has closed; backfill yields per-adapter scorecards."""
+"""The forecast log survives a restart (real SQLite file in WAL mode, and a real PostgreSQL
+server: every test here runs on both); the scorer fills realized returns once the target week
+has closed; backfill yields per-adapter scorecards."""
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,16 +16,22 @@ from service.backfill import replay, sundays
 from service.forecast_log import ForecastLog, ForecastRow, new_id
 
 
-async def test_log_survives_a_restart(serve: Any, tmp_path: Path) -> None:
+@pytest.fixture
+def db_url(any_db_url: str) -> str:
+    """Every test of this module on SQLite and on PostgreSQL (tests/conftest.py)."""
+    return any_db_url
+
+
+async def test_log_survives_a_restart(serve: Any, db_url: str) -> None:
     async with serve() as client:
         ids = [(await client.post("/v1/forecast", json={"ticker": t})).json()["id"] for t in ("KO", "JPM", "V")]
     async with serve() as client:
         cards = [(await client.get(f"/v1/adapters/{a}/scorecard")).json() for a in ("llama-fingpt", "deepseek-fingpt")]
         more = (await client.post("/v1/forecast", json={"ticker": "KO"})).json()["id"]
-    log = ForecastLog(f"sqlite:///{tmp_path / 'forecasts.sqlite3'}")
-    with log.engine.connect() as conn:
-        mode = conn.execute(text("PRAGMA journal_mode")).scalar()
-    assert mode == "wal"
+    log = ForecastLog(db_url)
+    if db_url.startswith("sqlite"):
+        with log.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     assert log.count() == 4
     assert sum(c["overall"]["forecasts"] for c in cards if c["overall"]) == 3
     for forecast_id in [*ids, more]:
@@ -33,10 +39,10 @@ async def test_log_survives_a_restart(serve: Any, tmp_path: Path) -> None:
         assert row is not None and len(row.prompt_hash) == 64 and row.total_s is not None
 
 
-async def test_each_row_records_arm_version_and_latencies(serve: Any, tmp_path: Path) -> None:
+async def test_each_row_records_arm_version_and_latencies(serve: Any, db_url: str) -> None:
     async with serve() as client:
         body = (await client.post("/v1/forecast", json={"ticker": "KO"}, headers={"X-Client-Key": "k"})).json()
-    row = ForecastLog(f"sqlite:///{tmp_path / 'forecasts.sqlite3'}").get(body["id"])
+    row = ForecastLog(db_url).get(body["id"])
     assert row is not None
     assert (row.ticker, row.arm, f"{row.adapter}@{row.version}") == ("KO", body["arm"], body["adapter"])
     assert row.as_of == dt.date(2023, 12, 31) and row.target_end == dt.date(2024, 1, 7)
@@ -74,11 +80,11 @@ async def test_scorer_waits_for_the_week_to_close(
     assert "forecast_realized_binary_accuracy{" in metrics
 
 
-def test_weeks_the_provider_cannot_price_stay_pending(tmp_path: Path, market: Any) -> None:
+def test_weeks_the_provider_cannot_price_stay_pending(db_url: str, market: Any) -> None:
     from service.scoring import Scorer
     from service.telemetry import Telemetry
 
-    log = ForecastLog(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+    log = ForecastLog(db_url)
     for as_of in (dt.date(2024, 3, 3), dt.date(2024, 3, 10)):  # prices end 2024-03-08
         log.add(_row("AAPL", as_of))
     now = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
@@ -163,10 +169,10 @@ async def test_a_failing_probe_leaves_the_answer_without_a_bin_and_is_counted(
     assert 'forecast_probe_failures_total{adapter="llama-fingpt",arm="direct",version="v1"} 1.0' in metrics
 
 
-def test_an_older_log_file_gains_the_new_columns(tmp_path: Path) -> None:
+def test_an_older_log_file_gains_the_new_columns(db_url: str) -> None:
     from sqlalchemy import create_engine, inspect
 
-    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    url = db_url
     old = create_engine(url)
     with old.begin() as conn:  # the table as it was before prediction_source existed
         cols = ", ".join(
