@@ -24,6 +24,7 @@ from service.engine import EngineClient, EngineStats
 from service.errors import error_body, install_error_handlers
 from service.forecast_log import ForecastLog
 from service.forecaster import Forecaster
+from service.market_gate import MarketGate
 from service.preflight import load_tokenizer
 from service.prompt_options import ContextCheck, TokenizerFor
 from service.readiness import Readiness
@@ -34,6 +35,7 @@ from service.settings import ServiceSettings
 from service.state import ServiceState
 from service.supervisor import EngineStarter, EngineSupervisor
 from service.telemetry import Telemetry
+from service.watchdog import StallWatch
 
 
 def utc_now() -> dt.datetime:
@@ -64,21 +66,27 @@ def create_app(
     forecast_log = ForecastLog(settings.db_url)
     scorer = Scorer(forecast_log, market.prices, telemetry, now)
     context = ContextCheck(settings, engines, tokenizer_for)
+    gate = MarketGate(
+        market, telemetry, threads=settings.provider_threads,
+        deadline_s=settings.provider_deadline_s, retry_after_s=settings.retry_after_s,
+    )
+    watch = StallWatch(settings.engine_stall_s, settings.retry_after_s)
     forecaster = Forecaster(
-        settings, engines, market, registry, router, forecast_log, telemetry, now, context
+        settings, engines, gate, registry, router, forecast_log, telemetry, now, context, watch
     )
     readiness = Readiness(settings.ready_probe_s, settings.ready_timeout_s)
     supervisor = None
     if restart is not None:
         supervisor = EngineSupervisor(
-            engines, registry, readiness, telemetry, restart,
+            engines, registry, readiness, telemetry, restart, watch,
             check_s=settings.engine_check_s, backoff_s=settings.restart_backoff_s,
             backoff_max_s=settings.restart_backoff_max_s, retry_after_s=settings.retry_after_s,
         )
     state = ServiceState(
         settings=settings, engines=engines, market=market, telemetry=telemetry,
         registry=registry, router=router, forecast_log=forecast_log, scorer=scorer,
-        forecaster=forecaster, readiness=readiness, now=now, supervisor=supervisor,
+        forecaster=forecaster, readiness=readiness, now=now, market_gate=gate,
+        stall_watch=watch, supervisor=supervisor,
     )
     telemetry.watch(
         lambda: {base: e.stats() for base, e in engines.items()},

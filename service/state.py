@@ -16,12 +16,14 @@ from service.adapters import AdapterRegistry
 from service.engine import EngineClient
 from service.forecast_log import ForecastLog
 from service.forecaster import Forecaster
+from service.market_gate import MarketGate
 from service.readiness import Readiness
 from service.routing import Arm, Router
 from service.scoring import Scorer
 from service.settings import ServiceSettings
 from service.supervisor import EngineSupervisor
 from service.telemetry import Telemetry
+from service.watchdog import StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class ServiceState:
     forecaster: Forecaster
     readiness: Readiness
     now: Callable[[], dt.datetime]
+    market_gate: MarketGate
+    stall_watch: StallWatch
     supervisor: EngineSupervisor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -57,8 +61,10 @@ class ServiceState:
         if s.watch_adapters:
             self.tasks.append(asyncio.create_task(self.registry.watch(s.watch_interval_s)))
         self.tasks.append(asyncio.create_task(self._score_forever(s.score_interval_s)))
-        if self.supervisor is not None:
+        if self.supervisor is not None:  # restarts dead and hung engines
             self.tasks.append(asyncio.create_task(self.supervisor.run()))
+        else:  # no restarts: a hung engine's requests still end in 503
+            self.tasks.append(asyncio.create_task(self._end_stalls_forever(s.engine_check_s)))
 
     async def _score_forever(self, interval_s: float) -> None:
         while True:
@@ -66,6 +72,13 @@ class ServiceState:
                 await anyio.to_thread.run_sync(self.scorer.score_pending)
             except Exception:
                 log.exception("scorer run failed")
+            await asyncio.sleep(interval_s)
+
+    async def _end_stalls_forever(self, interval_s: float) -> None:
+        while True:
+            for base in self.stall_watch.stalled():
+                ended = self.stall_watch.fail(base)
+                log.error("engine %s is hung: %d requests ended (no restart hook)", base, ended)
             await asyncio.sleep(interval_s)
 
     async def stop(self) -> None:
@@ -76,6 +89,7 @@ class ServiceState:
                 await task
         self.tasks.clear()
         await self.forecaster.drain()
+        self.market_gate.close()
         await self.registry.wait_unloaded()
         if self.supervisor is not None:
             await self.supervisor.aclose()

@@ -1,7 +1,9 @@
 """Engine supervision: a dead engine is replaced and its adapters reloaded while the service runs.
 
 Every ``engine_check_s`` seconds :class:`EngineSupervisor` asks each engine for its health (no
-generation: a flag and a liveness check of the engine-core process). When one is dead:
+generation: a flag and a liveness check of the engine-core process) and the stall watch
+whether one is hung (alive, but no token for ``engine_stall_s`` while requests wait on it:
+those requests get 503 ``engine_stalled`` at once). When one is dead or hung:
 
 1. a :class:`Restarting` stand-in takes its place in the app's engine map, so readiness turns
    red and requests routed to that base get 503 with ``Retry-After`` instead of waiting on a
@@ -34,6 +36,7 @@ from service.engine import (
 )
 from service.readiness import Readiness
 from service.telemetry import Telemetry
+from service.watchdog import StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ class EngineSupervisor:
         readiness: Readiness,
         telemetry: Telemetry,
         start: EngineStarter,
+        watch: StallWatch,
         *,
         check_s: float,
         backoff_s: float,
@@ -101,6 +105,7 @@ class EngineSupervisor:
         self._readiness = readiness
         self._telemetry = telemetry
         self._start = start
+        self._watch = watch
         self._check_s = check_s
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
@@ -124,8 +129,9 @@ class EngineSupervisor:
             await asyncio.sleep(self._check_s)
 
     async def check_once(self) -> list[str]:
-        """Ask every engine for its health; start a restart for each dead one (returned)."""
-        dead = []
+        """Ask every engine for its health and the watch for hung ones; start a restart for
+        each dead or hung one (returned)."""
+        dead = self._restart_stalled()
         for base, engine in list(self._engines.items()):
             if base in self._restarts:
                 continue
@@ -137,6 +143,19 @@ class EngineSupervisor:
             except Exception:
                 log.exception("health check of engine %s failed", base)
         return dead
+
+    def _restart_stalled(self) -> list[str]:
+        stalled = []
+        for base in self._watch.stalled():
+            ended = self._watch.fail(base)  # even mid-restart: the old engine will not wake them
+            if base in self._restarts or base not in self._engines:
+                continue
+            reason = f"no progress for {self._watch.stall_s:g} s"
+            log.error("engine %s is hung (%s; %d requests ended)", base, reason, ended)
+            self._telemetry.engine_stall_restarts.labels(base).inc()
+            self._restarts[base] = asyncio.create_task(self._restart(base, reason))
+            stalled.append(base)
+        return stalled
 
     async def wait_restarted(self) -> None:
         """Wait for the restarts in progress (tests, shutdown)."""

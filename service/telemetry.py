@@ -129,6 +129,16 @@ class Telemetry:
             "forecast_engine_restarts", "Engine restarts after a death, by result.",
             ("base", "result"), registry=r,
         )
+        self.engine_stall_restarts = Counter(
+            "forecast_engine_stall_restarts",
+            "Engines treated as dead because their requests made no progress (then restarted).",
+            ("base",), registry=r,
+        )
+        self.provider_timeouts = Counter(
+            "forecast_provider_timeouts",
+            "Forecasts refused (503) because their market data was not gathered in time.",
+            registry=r,
+        )
         self._alias_labels: dict[str, tuple[str, str]] = {}
 
     def set_alias(self, alias: str, adapter: str, version: str) -> None:
@@ -204,7 +214,11 @@ class _LiveCollector(Collector):
         for key, help_text in (
             ("hits", "Market-data cache hits."),
             ("misses", "Market-data cache misses."),
-            ("stale_serves", "Answers served stale from the cache after a provider failure."),
+            (
+                "stale_serves",
+                "Answers served stale from the cache: expired, while refreshing or after a "
+                "provider failure.",
+            ),
         ):
             if key in counters:
                 counter = CounterMetricFamily(f"forecast_provider_cache_{key}", help_text)

@@ -6,6 +6,11 @@ served even if expired, marked ``stale=True`` with the error text, so a forecast
 instead of failing. ``UnknownTickerError`` and ``NoDataError`` are answers, not failures:
 they pass through and are never cached.
 
+:meth:`CachedMarketData.cache_first` gives a view for callers that must not wait on the live
+source (the service): an expired entry is served stale at once and refreshed in the
+background (stale-while-revalidate), and a key never stored either raises :class:`CacheMiss`
+or is fetched, as the caller chooses.
+
 Values are stored as JSON (DataFrames column-wise with their dtypes, pydantic models through
 their own JSON), which round-trips floats exactly and keeps executable payloads (pickle) out of
 a file on disk.
@@ -41,6 +46,14 @@ logger = logging.getLogger(__name__)
 
 V = TypeVar("V")
 Clock = Callable[[], dt.datetime]
+Key = tuple[str, str, str, str]  # (kind, ticker, start, end)
+Refresh = Callable[[Callable[[], None]], object]  # runs a refresh job in the background
+
+REFRESHING = "expired; refreshing in the background"
+
+
+class CacheMiss(LookupError):
+    """Nothing stored for a key: only the live source can answer it."""
 
 _SECRET_PARAM = re.compile(r"(?i)\b(token|api_?key|apikey)=([^&\s'\"]+)")
 
@@ -166,7 +179,32 @@ class SqliteStore:
 # -- the wrapper ----------------------------------------------------------------------------
 
 
-class CachedMarketData:
+class _KeyedReads:
+    """The four :class:`MarketData` reads as (cache key, live call) pairs handed to ``_read``."""
+
+    live: MarketData
+
+    def _read(self, key: Key, call: Callable[[], Fetched[V]]) -> Fetched[V]:
+        raise NotImplementedError
+
+    def daily_bars(self, ticker: str, start: dt.date, end: dt.date) -> Fetched[pd.DataFrame]:
+        key = ("prices", _symbol(ticker), start.isoformat(), end.isoformat())
+        return self._read(key, lambda: self.live.prices.daily_bars(ticker, start, end))
+
+    def company_news(self, ticker: str, start: dt.date, end: dt.date) -> Fetched[list[NewsItem]]:
+        key = ("news", _symbol(ticker), start.isoformat(), end.isoformat())
+        return self._read(key, lambda: self.live.news.company_news(ticker, start, end))
+
+    def profile(self, ticker: str) -> Fetched[CompanyProfile]:
+        key = ("profile", _symbol(ticker), "", "")
+        return self._read(key, lambda: self.live.profiles.profile(ticker))
+
+    def basic_financials(self, ticker: str) -> Fetched[list[BasicFinancials]]:
+        key = ("financials", _symbol(ticker), "", "")
+        return self._read(key, lambda: self.live.financials.basic_financials(ticker))
+
+
+class CachedMarketData(_KeyedReads):
     """``live`` behind a TTL cache with stale-on-error serving.
 
     ``hits``, ``misses`` and ``stale_serves`` count answers since construction; the service
@@ -196,23 +234,12 @@ class CachedMarketData:
         self.stale_serves = 0
         self._secrets = tuple(s for s in redact if s)
         self._counter_lock = threading.Lock()
+        self._refreshing: set[Key] = set()  # keys with a background refresh under way
         self.prices = self.news = self.profiles = self.financials = self
 
-    def daily_bars(self, ticker: str, start: dt.date, end: dt.date) -> Fetched[pd.DataFrame]:
-        key = ("prices", _symbol(ticker), start.isoformat(), end.isoformat())
-        return self._fetch(key, lambda: self.live.prices.daily_bars(ticker, start, end))
-
-    def company_news(self, ticker: str, start: dt.date, end: dt.date) -> Fetched[list[NewsItem]]:
-        key = ("news", _symbol(ticker), start.isoformat(), end.isoformat())
-        return self._fetch(key, lambda: self.live.news.company_news(ticker, start, end))
-
-    def profile(self, ticker: str) -> Fetched[CompanyProfile]:
-        key = ("profile", _symbol(ticker), "", "")
-        return self._fetch(key, lambda: self.live.profiles.profile(ticker))
-
-    def basic_financials(self, ticker: str) -> Fetched[list[BasicFinancials]]:
-        key = ("financials", _symbol(ticker), "", "")
-        return self._fetch(key, lambda: self.live.financials.basic_financials(ticker))
+    def cache_first(self, refresh: Refresh, *, fetch_missing: bool) -> CacheFirst:
+        """A view answering from the store first (see :class:`CacheFirst`)."""
+        return CacheFirst(self, refresh, fetch_missing=fetch_missing)
 
     def close(self) -> None:
         self.store.close()
@@ -223,15 +250,13 @@ class CachedMarketData:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _fetch(self, key: tuple[str, str, str, str], call: Callable[[], Fetched[V]]) -> Fetched[V]:
-        codec = _CODECS[key[0]]
+    def _read(self, key: Key, call: Callable[[], Fetched[V]]) -> Fetched[V]:
+        return self._fetch(key, call)
+
+    def _fetch(self, key: Key, call: Callable[[], Fetched[V]]) -> Fetched[V]:
         entry = self.store.get(key)
-        if entry is not None and self.clock() - entry.stored_at < self.ttl:
-            with self._counter_lock:
-                self.hits += 1
-            return Fetched(
-                codec.load(entry.payload), source=entry.source, fetched_at=entry.stored_at
-            )
+        if entry is not None and self._fresh(entry):
+            return self._hit(key, entry)
         with self._counter_lock:
             self.misses += 1
         try:
@@ -239,17 +264,93 @@ class CachedMarketData:
         except ProviderError as exc:
             if entry is None:
                 raise
-            message = redact_secrets(f"{type(exc).__name__}: {exc}", self._secrets)
+            message = self._redacted(exc)
             logger.warning(
                 "serving stale %s for %s (stored %s): %s",
                 key[0], key[1], entry.stored_at.isoformat(), message,
             )  # fmt: skip
-            with self._counter_lock:
-                self.stale_serves += 1
-            value = codec.load(entry.payload)
-            return Fetched(
-                value, entry.source, stale=True, fetched_at=entry.stored_at, error=message
-            )
-        now = self.clock()
-        self.store.put(key, CacheEntry(codec.dump(fetched.value), fetched.source, now))
+            return self._stale(key, entry, message)
+        self._put(key, fetched)
         return fetched
+
+    def stored(self, key: Key, call: Callable[[], Fetched[V]], refresh: Refresh) -> Fetched[V]:
+        """The stored entry without waiting on the live source: fresh as it is, expired
+        marked stale while ``call`` refreshes it through ``refresh`` (one refresh per key at a
+        time); :class:`CacheMiss` when nothing is stored."""
+        entry = self.store.get(key)
+        if entry is None:
+            raise CacheMiss(f"{key[0]} for {key[1]} is not cached")
+        if self._fresh(entry):
+            return self._hit(key, entry)
+        self._refresh_in_background(key, call, refresh)
+        return self._stale(key, entry, REFRESHING)
+
+    def _fresh(self, entry: CacheEntry) -> bool:
+        return self.clock() - entry.stored_at < self.ttl
+
+    def _hit(self, key: Key, entry: CacheEntry) -> Fetched[Any]:
+        with self._counter_lock:
+            self.hits += 1
+        value = _CODECS[key[0]].load(entry.payload)
+        return Fetched(value, source=entry.source, fetched_at=entry.stored_at)
+
+    def _stale(self, key: Key, entry: CacheEntry, why: str) -> Fetched[Any]:
+        with self._counter_lock:
+            self.stale_serves += 1
+        value = _CODECS[key[0]].load(entry.payload)
+        return Fetched(value, entry.source, stale=True, fetched_at=entry.stored_at, error=why)
+
+    def _put(self, key: Key, fetched: Fetched[Any]) -> None:
+        payload = _CODECS[key[0]].dump(fetched.value)
+        self.store.put(key, CacheEntry(payload, fetched.source, self.clock()))
+
+    def _redacted(self, exc: Exception) -> str:
+        return redact_secrets(f"{type(exc).__name__}: {exc}", self._secrets)
+
+    def _refresh_in_background(
+        self, key: Key, call: Callable[[], Fetched[Any]], refresh: Refresh
+    ) -> None:
+        with self._counter_lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+
+        def job() -> None:
+            try:
+                self._put(key, call())
+            except Exception as exc:  # the stale entry stays; the next read tries again
+                logger.warning("refreshing %s for %s failed: %s", key[0], key[1], self._redacted(exc))
+            finally:
+                with self._counter_lock:
+                    self._refreshing.discard(key)
+
+        try:
+            refresh(job)
+        except RuntimeError:  # the runner is shut down
+            with self._counter_lock:
+                self._refreshing.discard(key)
+
+
+class CacheFirst(_KeyedReads):
+    """``cached`` answered from its store first, for callers that must not wait on a slow
+    provider: a fresh entry as it is, an expired one stale at once with a refresh handed to
+    ``refresh`` (stale-while-revalidate). A key never stored is fetched from the live source
+    in the caller's thread with ``fetch_missing``, else raises :class:`CacheMiss`."""
+
+    def __init__(self, cached: CachedMarketData, refresh: Refresh, *, fetch_missing: bool) -> None:
+        self.cached = cached
+        self.live = cached.live
+        self.refresh = refresh
+        self.fetch_missing = fetch_missing
+        self.prices: PriceProvider = self
+        self.news: NewsProvider = self
+        self.profiles: ProfileProvider = self
+        self.financials: FinancialsProvider = self
+
+    def _read(self, key: Key, call: Callable[[], Fetched[V]]) -> Fetched[V]:
+        try:
+            return self.cached.stored(key, call, self.refresh)
+        except CacheMiss:
+            if not self.fetch_missing:
+                raise
+        return self.cached._fetch(key, call)
