@@ -12,7 +12,7 @@ export DS_BUILD_OPS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install demo test lint unit integration system-deps clean
+.PHONY: install demo test lint unit integration slow system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,7 @@ install: $(STAMP)
 
 system-deps:
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 demo: install
 	bash deploy/demo.sh
@@ -45,6 +46,10 @@ unit: install
 
 integration: install system-deps
 	$(BIN)/pytest tests/integration -q -m integration
+
+# Long-running tests (minutes each), left out of `make test`: `pytest -m slow`.
+slow: install system-deps
+	$(BIN)/pytest tests -q -m slow
 
 test: install system-deps lint
 	$(BIN)/pytest tests -q

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.ci import missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,14 +40,14 @@ def prometheus_bin() -> str:
         return found
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
-        pytest.skip("PROMETHEUS NOT INSTALLED and cannot install it here (need root + apt-get): "
-                    "run `make system-deps` or `apt-get install -y prometheus`")
+        missing("prometheus, and cannot install it here (need root + apt-get): "
+                "run `make system-deps` or `apt-get install -y prometheus`")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "prometheus"]):
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
-            pytest.skip(f"PROMETHEUS NOT INSTALLED: `{' '.join(cmd)}` failed: {done.stderr[-500:]}")
+            missing(f"prometheus: `{' '.join(cmd)}` failed: {done.stderr[-500:]}")
     found = shutil.which("prometheus")
     if not found:
-        pytest.skip("PROMETHEUS NOT INSTALLED: apt-get install prometheus left no binary on PATH")
+        missing("prometheus: apt-get install prometheus left no binary on PATH")
     return found

