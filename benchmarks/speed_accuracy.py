@@ -10,6 +10,9 @@ engine, parse (a cut-off answer gets its bin probed), forecast log. The wall tim
 version's replay gives forecasts/s; the scorer then fills the realized returns and the
 version's scorecard gives binary accuracy, MSE (bin midpoints), parsed/probed counts, mean
 latency and tokens/s. The naive baselines are scored on the same (week, ticker) labels.
+Next to each accuracy, its Wilson 95% interval; next to each MSE, a percentile-bootstrap 95%
+interval over the per-forecast squared errors (seeded, ``--seed``), so a reader sees which
+differences are noise.
 
 Default: every version on disk under ``--adapter-root`` (the trained ones, and the untrained
 ``v0`` stand-ins as a reference), and the weeks the training held back (2023-10-22 ..
@@ -41,9 +44,12 @@ from benchmarks.common import RESULTS, WORK, machine  # noqa: E402
 TICKERS = ["AAPL", "MSFT", "KO", "JPM"]
 
 
-def baselines(tickers: list[str], weeks: list[dt.date], train: tuple[dt.date, dt.date]) -> dict[str, Any]:
+def baselines(
+    tickers: list[str], weeks: list[dt.date], train: tuple[dt.date, dt.date], seed: int = 0
+) -> dict[str, Any]:
     """The naive baselines on the same (week, ticker) labels the adapters are scored on."""
-    from forecast.metrics import naive_baselines
+    from forecast.bins import Bin
+    from forecast.metrics import majority_bin, naive_baselines, squared_errors
     from forecast.providers.snapshot import SnapshotMarketData
     from forecast.windows import WEEK, weekly_labels
 
@@ -56,7 +62,45 @@ def baselines(tickers: list[str], weeks: list[dt.date], train: tuple[dt.date, dt
             last_week.append(series[week - WEEK])
         train_labels += [b for _, b in weekly_labels(market, ticker, *train)]
     scores = naive_baselines(labels, last_week, train_labels)
-    return {name: {"n": s.n, "binary_accuracy": s.binary_accuracy, "mse": s.mse} for name, s in scores.items()}
+    predictions = {  # the same predictions naive_baselines scored, for the per-row errors
+        "majority_bin": [majority_bin(train_labels)] * len(labels),
+        "always_up_0_1": [Bin.U1] * len(labels),
+        "momentum": list(last_week),
+    }
+    return {
+        name: {"n": s.n, "binary_accuracy": s.binary_accuracy, "mse": s.mse,
+               **intervals(s.n, s.binary_accuracy, squared_errors(predictions[name], labels), seed)}
+        for name, s in scores.items()
+    }  # fmt: skip
+
+
+def intervals(n: int, accuracy: float | None, sq_errors: list[float], seed: int) -> dict[str, Any]:
+    """Wilson 95% interval of the accuracy over ``n`` scored rows, and a seeded bootstrap 95%
+    interval of the MSE over its per-row squared errors (None where there is nothing)."""
+    from forecast.metrics import bootstrap_interval, wilson_interval
+
+    def pair(i: Any) -> dict[str, float]:
+        return {"low": i.low, "high": i.high, "level": i.level}
+
+    return {
+        "binary_accuracy_ci": pair(wilson_interval(accuracy, n)) if n and accuracy is not None else None,
+        "mse_ci": pair(bootstrap_interval(sq_errors, seed=seed)) if sq_errors else None,
+    }
+
+
+def squared_errors_logged(log_engine: Any, name: str, version: str) -> list[float]:
+    """Per scored forecast of ``name@version`` in the log, its squared error of bin midpoints
+    (what the scorecard's MSE averages)."""
+    from sqlalchemy import select
+
+    from service.forecast_log import ForecastRow as R
+
+    query = select(R.predicted_mid, R.realized_mid).where(
+        R.adapter == name, R.version == version, R.prediction.is_not(None),
+        R.realized_return.is_not(None),
+    )  # fmt: skip
+    with log_engine.connect() as conn:
+        return [(p - y) ** 2 for p, y in conn.execute(query)]
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,8 +154,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     name, version = target.split("@", 1)
                     card = next(v for v in report["scorecards"][target]["versions"] if v["version"] == version)
                     manifest = json.loads((args.adapter_root / name / version / "adapter.json").read_text())
+                    errors = squared_errors_logged(app.state.service.forecast_log.engine, name, version)
                     rows.append({
-                        **card, "adapter": target, "trained": "note" not in manifest,
+                        **card, **intervals(card["scored"], card["binary_accuracy"], errors, args.seed),
+                        "adapter": target, "trained": "note" not in manifest,
                         "base_model": manifest.get("base_model"), "requests": report["requests"],
                         "failed": len(report["failed"]), "wall_s": wall,
                         "forecasts_per_s": report["requests"] / wall,
@@ -124,9 +170,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "config": {k: str(v) if isinstance(v, Path | dt.date) else v for k, v in vars(args).items()},
         "weeks": [w.isoformat() for w in weeks],
         "note": "after a warm-up (deleted from the log) each version replays alone: forecasts_per_s "
-                "is that replay's wall time; the other columns are the version's scorecard",
+                "is that replay's wall time; the other columns are the version's scorecard; "
+                "binary_accuracy_ci: Wilson 95%; mse_ci: percentile bootstrap 95% over the "
+                "per-forecast squared errors (2,000 resamples, seed in config)",
         "adapters": rows,
-        "baselines": baselines(args.tickers, weeks, (args.train_start, args.train_end)),
+        "baselines": baselines(args.tickers, weeks, (args.train_start, args.train_end), args.seed),
     }
 
 
@@ -160,17 +208,30 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def table(report: dict[str, Any]) -> str:
+    """One row per adapter version and baseline; accuracy and MSE each with its 95% interval
+    (a report written before the intervals gets the Wilson one recomputed, the MSE one "-")."""
+
     def f(x: Any, spec: str = ".3f") -> str:
         return "-" if x is None else format(x, spec)
 
-    head = f"{'adapter':<26}{'n':>5}{'fc/s':>8}{'tok/s':>8}{'lat s':>8}{'parsed':>8}{'probed':>8}{'acc':>7}{'mse':>8}"
+    def ci(row: dict[str, Any], key: str, spec: str) -> str:
+        i = row.get(f"{key}_ci")
+        if i is None and key == "binary_accuracy" and row.get("binary_accuracy") is not None:
+            n = row.get("scored", row.get("n", 0))
+            i = intervals(n, row["binary_accuracy"], [], 0)["binary_accuracy_ci"]
+        return "-" if i is None else f"{i['low']:{spec}}–{i['high']:{spec}}"
+
+    head = (f"{'adapter':<26}{'n':>5}{'fc/s':>8}{'tok/s':>8}{'lat s':>8}{'parsed':>8}{'probed':>8}"
+            f"{'acc':>7}{'acc 95% CI':>14}{'mse':>8}{'mse 95% CI':>14}")  # fmt: skip
     lines = [head]
     for r in report["adapters"]:
         lines.append(f"{r['adapter']:<26}{r['forecasts']:>5}{f(r['forecasts_per_s']):>8}{f(r['tokens_per_s'], '.1f'):>8}"
                      f"{f(r['mean_latency_s'], '.2f'):>8}{r['parsed']:>8}{r['probed']:>8}"
-                     f"{f(r['binary_accuracy']):>7}{f(r['mse'], '.2f'):>8}")
+                     f"{f(r['binary_accuracy']):>7}{ci(r, 'binary_accuracy', '.3f'):>14}"
+                     f"{f(r['mse'], '.2f'):>8}{ci(r, 'mse', '.2f'):>14}")
     for name, b in report["baselines"].items():
-        lines.append(f"{'baseline ' + name:<26}{b['n']:>5}{'':>48}{f(b['binary_accuracy']):>7}{f(b['mse'], '.2f'):>8}")
+        lines.append(f"{'baseline ' + name:<26}{b['n']:>5}{'':>40}{f(b['binary_accuracy']):>7}"
+                     f"{ci(b, 'binary_accuracy', '.3f'):>14}{f(b['mse'], '.2f'):>8}{ci(b, 'mse', '.2f'):>14}")
     return "\n".join(lines)
 
 
@@ -187,6 +248,7 @@ def main() -> None:
     p.add_argument("--weeks", type=int, default=4, help="weeks of history in a prompt")
     p.add_argument("--news", type=int, default=3, help="news items a week (4 x 3: ~1,700 tokens)")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="seed of the MSE bootstrap")
     p.add_argument("--out", type=Path, default=RESULTS / "speed_accuracy.json")
     p.add_argument("--plot-only", action="store_true", help="redraw table and PNG from --out")
     args = p.parse_args()

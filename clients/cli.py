@@ -1,11 +1,11 @@
 """``dow30``: the forecast service from a shell.
 
-    dow30 forecast AAPL                   # a table; --json for the raw result, --stream for tokens
+    dow30 forecast AAPL                   # as a person reads it; --json for the raw result, --stream for tokens
     dow30 forecast AAPL --weeks 2 --no-financials --news-per-week 3   # prompt options
     dow30 batch                           # the whole Dow 30, with a progress bar
     dow30 adapters list|load|promote|unload
     dow30 routing show|set fingpt-a=0.5 fingpt-b=0.5
-    dow30 scorecard fingpt-a
+    dow30 scorecard fingpt-a [--vs fingpt-b]   # 95% intervals; z-test between versions/arms
 
 The base URL and admin token come from ``DOW30_URL`` and ``DOW30_ADMIN_TOKEN`` (or
 ``--url``/``--token``). The token is sent only on admin routes and never printed.
@@ -34,9 +34,9 @@ from clients.models import (
     Forecast,
     PromptOptions,
     Routing,
-    Scorecard,
 )
 from clients.sdk import Client
+from clients.views import forecast_view, scorecard_view
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ def _date(value: str | None) -> dt.date | None:
 
 AsOf = Annotated[str | None, typer.Option("--as-of", help="Forecast date, YYYY-MM-DD.")]
 Adapter = Annotated[str | None, typer.Option(help="Adapter alias (bypasses A/B routing).")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the raw JSON response instead.")]
 Weeks = Annotated[int | None, typer.Option(help="Past weeks in the prompt, 1-4. Default: the service's.")]
 NewsPerWeek = Annotated[
     int | None, typer.Option(help="Headlines per week, 0-5. Default: the service's.")
@@ -157,60 +157,7 @@ def forecast(
     if as_json:
         _print_json(result)
     else:
-        out.print(forecast_table(result))
-
-
-def forecast_table(f: Forecast) -> Table:
-    table = Table(title=f"{f.ticker} — {f.company or ''}".rstrip(" —"), show_header=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    p = f.prediction
-    rows: list[tuple[str, str | None]] = [
-        ("week", f"{f.week_start} → {f.week_end}" if f.week_start else None),
-        ("prediction", f"{p.direction} {p.bin} ({_range(p.percent_low, p.percent_high)})"
-         + (" — probed: the answer was cut off before its Prediction line" if p.source == "probe" else "")
-         if p else "unparsed"),
-        ("adapter", f.adapter),
-        ("arm", f.arm),
-        ("base model", f.base_model),
-        ("prompt", _prompt_options(f.options)),
-        ("stale data", ", ".join(f.freshness.stale_sources) or str(f.freshness.stale)),
-        ("latency", _latency(f)),
-        ("positive", f.positive_developments),
-        ("concerns", f.concerns),
-        ("analysis", f.analysis),
-    ]  # fmt: skip
-    for name, value in rows:
-        if value:
-            table.add_row(name, value)
-    return table
-
-
-def _prompt_options(o: PromptOptions | None) -> str | None:
-    if o is None:
-        return None
-    weeks = f"{o.weeks} week{'' if o.weeks == 1 else 's'}"
-    return f"{weeks}, {o.news_per_week} news a week, {'with' if o.with_financials else 'no'} financials"
-
-
-def _range(low: float | None, high: float | None) -> str:
-    if low is None:
-        return "?"
-    return f">{low:g}%" if high is None else f"{low:g}–{high:g}%"
-
-
-def _latency(f: Forecast) -> str | None:
-    parts = [
-        f"{name} {value:.3f}s"
-        for name, value in (
-            ("total", f.latency.total_s),
-            ("ttft", f.latency.ttft_s),
-            ("queue", f.latency.queue_s),
-            ("prompt", f.latency.prompt_build_s),
-        )
-        if value is not None
-    ]
-    return ", ".join(parts) or None
+        out.print(forecast_view(result))
 
 
 @app.command()
@@ -369,35 +316,22 @@ def routing_table(routing: Routing) -> Table:
 
 
 @app.command()
-def scorecard(ctx: typer.Context, name: str, as_json: AsJson = False) -> None:
-    """Realized accuracy and MSE of an adapter's forecasts."""
+def scorecard(
+    ctx: typer.Context,
+    name: str,
+    vs: Annotated[
+        str | None, typer.Option(help="Another adapter (the other arm's): test accuracy against it.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Realized accuracy and MSE of an adapter's forecasts, with 95% intervals, and a
+    two-proportion z-test of accuracy between its versions."""
     with _client(ctx) as c:
-        card = c.scorecard(name)
+        card = c.scorecard(name, vs=vs)
     if as_json:
         _print_json(card)
     else:
-        out.print(scorecard_table(card))
-
-
-def scorecard_table(card: Scorecard) -> Table:
-    table = Table(title=f"scorecard {card.adapter}")
-    cols = ("version", "forecasts", "scored", "binary accuracy", "MSE", "parse failures",
-            "bins probed", "mean latency s", "mean ttft s", "tokens/s")  # fmt: skip
-    for col in cols:
-        table.add_column(col, justify="left" if col == "version" else "right")
-    rows = [*card.versions, *([card.overall] if card.overall else [])]
-    for row in rows:
-        table.add_row(
-            row.version or "all", str(row.forecasts), str(row.scored),
-            _num(row.binary_accuracy, "{:.3f}"), _num(row.mse, "{:.2f}"),
-            _num(row.parse_failure_rate, "{:.1%}"), str(row.probed),
-            _num(row.mean_latency_s, "{:.2f}"), _num(row.mean_ttft_s, "{:.3f}"), _num(row.tokens_per_s, "{:.1f}"),
-        )  # fmt: skip
-    return table
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "" if value is None else fmt.format(value)
+        out.print(scorecard_view(card, out.width))
 
 
 if __name__ == "__main__":

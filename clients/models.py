@@ -139,6 +139,12 @@ class Routing(_Model):
     version: int | None = None
 
 
+class ConfidenceInterval(_Model):
+    low: float
+    high: float
+    level: float = 0.95
+
+
 class ScorecardRow(_Model):
     adapter: str
     version: str | None = None
@@ -148,16 +154,33 @@ class ScorecardRow(_Model):
     scored: int = 0
     parse_failure_rate: float | None = None
     binary_accuracy: float | None = None
+    binary_accuracy_ci: ConfidenceInterval | None = None  # Wilson, over the scored rows
     mse: float | None = None
+    mse_ci: ConfidenceInterval | None = None
     mean_latency_s: float | None = None
     mean_ttft_s: float | None = None
     tokens_per_s: float | None = None
+
+
+class AccuracyComparison(_Model):
+    """Two-proportion z-test of binary accuracy, ``a`` against ``b`` (name@version)."""
+
+    a: str
+    b: str
+    scored_a: int = 0
+    scored_b: int = 0
+    accuracy_a: float
+    accuracy_b: float
+    difference: float  # accuracy_a - accuracy_b
+    z: float
+    p_value: float  # two-sided
 
 
 class Scorecard(_Model):
     adapter: str
     overall: ScorecardRow | None = None
     versions: list[ScorecardRow] = Field(default_factory=list)
+    compare: list[AccuracyComparison] = Field(default_factory=list)
 
 
 class StreamEvent(_Model):

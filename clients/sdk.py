@@ -147,8 +147,9 @@ class _Endpoints:
         return Call("PUT", "/v1/routing", body, admin=True)
 
     @staticmethod
-    def scorecard(name: str) -> Call:
-        return Call("GET", f"/v1/adapters/{_seg(name)}/scorecard")
+    def scorecard(name: str, vs: str | None = None) -> Call:
+        query = f"?vs={_seg(vs)}" if vs else ""
+        return Call("GET", f"/v1/adapters/{_seg(name)}/scorecard{query}")
 
     score_now = staticmethod(lambda: Call("POST", "/v1/scorecard/score", admin=True))
 
@@ -390,8 +391,10 @@ class Client(_Core):
             arms, shadow=shadow or current.shadow, shadow_fraction=current.shadow_fraction
         )
 
-    def scorecard(self, name: str) -> Scorecard:
-        return self._json(_Endpoints.scorecard(name), Scorecard)
+    def scorecard(self, name: str, vs: str | None = None) -> Scorecard:
+        """Per-version accuracy, MSE and speed; ``vs``: also test accuracy against the versions
+        of that other adapter (e.g. the other A/B arm's)."""
+        return self._json(_Endpoints.scorecard(name, vs), Scorecard)
 
     def score_now(self) -> int:
         """Score every forecast whose target week has closed; the number updated."""
@@ -562,8 +565,8 @@ class AsyncClient(_Core):
             arms, shadow=shadow or current.shadow, shadow_fraction=current.shadow_fraction
         )
 
-    async def scorecard(self, name: str) -> Scorecard:
-        return await self._json(_Endpoints.scorecard(name), Scorecard)
+    async def scorecard(self, name: str, vs: str | None = None) -> Scorecard:
+        return await self._json(_Endpoints.scorecard(name, vs), Scorecard)
 
     async def score_now(self) -> int:
         return int((await self._send(_Endpoints.score_now())).json()["updated"])

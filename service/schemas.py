@@ -204,6 +204,12 @@ class RoutingOut(BaseModel):
     version: int
 
 
+class ConfidenceInterval(BaseModel):
+    low: float
+    high: float
+    level: float = 0.95
+
+
 class ScorecardOut(BaseModel):
     adapter: str
     version: str | None
@@ -213,13 +219,40 @@ class ScorecardOut(BaseModel):
     scored: int
     parse_failure_rate: float | None
     binary_accuracy: float | None
+    binary_accuracy_ci: ConfidenceInterval | None = Field(
+        default=None, description="Wilson score interval of binary_accuracy over the scored rows."
+    )
     mse: float | None
+    mse_ci: ConfidenceInterval | None = Field(
+        default=None,
+        description="Normal-approximation interval of the MSE, when the log reports the mean of "
+        "the squared errors' squares; else null.",
+    )
     mean_latency_s: float | None
     mean_ttft_s: float | None
     tokens_per_s: float | None
+
+
+class AccuracyComparison(BaseModel):
+    """Pooled two-proportion z-test of binary accuracy, ``a`` against ``b`` (name@version)."""
+
+    a: str
+    b: str
+    scored_a: int
+    scored_b: int
+    accuracy_a: float
+    accuracy_b: float
+    difference: float  # accuracy_a - accuracy_b
+    z: float
+    p_value: float  # two-sided
 
 
 class ScorecardResponse(BaseModel):
     adapter: str
     overall: ScorecardOut | None
     versions: list[ScorecardOut]
+    compare: list[AccuracyComparison] = Field(
+        default_factory=list,
+        description="Every pair of scored versions (newer as a), and with ?vs= each version "
+        "against each version of the other adapter.",
+    )
