@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import secrets
+import textwrap
 from collections import Counter
 from typing import Any
 
@@ -37,6 +38,35 @@ SHOWN = re.compile(
 )
 
 
+SOURCES = {
+    "line": "read from the answer's own Prediction line",
+    "prose": "read from the answer's analysis prose",
+    "probe": "answer cut off: the model's constrained choice after a Prediction header",
+}
+
+
+def readable(r: dict[str, Any], width: int = 88) -> str:
+    """A forecast as a person reads it: what, for which week, why, by which adapter, how fast."""
+    p = r["prediction"]
+    lines = [f"{r['ticker']} ({r['company']}), week {r['week_start']} -> {r['week_end']}"]
+    if p is None:
+        lines.append(f"Prediction: none ({r['parse_error']})")
+    else:
+        lines.append(f"Prediction: {p['text']}  [{p['bin']}, {SOURCES[p['source']]}]")
+    for title, key in (("Positive developments", "positive_developments"), ("Potential concerns", "concerns")):
+        lines.append(f"{title}:")
+        for item in (r[key] or "(none)").splitlines():
+            lines.extend(textwrap.wrap(item.strip(), width, initial_indent="  ", subsequent_indent="     "))
+    lines.extend(textwrap.wrap(f"Analysis: {r['analysis'] or '(none)'}", width, subsequent_indent="  "))
+    lat = r["latency"]
+    tokens = r["generated_tokens"]
+    rate = f", {tokens / lat['generation_s']:.1f} tokens/s" if lat.get("generation_s") else ""
+    ttft = f"first token {lat['ttft_s']:.2f} s, " if lat.get("ttft_s") is not None else ""
+    lines.append(f"Adapter: {r['adapter']} (arm {r['arm']}, base {r['base']}, model {r['base_model']})")
+    lines.append(f"Latency: {lat['total_s']:.2f} s ({ttft}{tokens} tokens{rate})")
+    return "\n".join(lines)
+
+
 def show(title: str, payload: Any) -> None:
     print(f"\n### {title}")
     print(payload if isinstance(payload, str) else json.dumps(payload, indent=2))
@@ -47,10 +77,12 @@ async def walkthrough(url: str, token: str, ticker: str, n_ab: int) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=None) as c:
         show("readiness  GET /readyz", (await c.get("/readyz")).json())
         r = (await c.post("/v1/forecast", json={"ticker": ticker})).json()
-        show(f"forecast  POST /v1/forecast {{ticker: {ticker}}}", {
+        show(f"forecast  POST /v1/forecast {{ticker: {ticker}}}", readable(r))
+        show("... the same forecast as JSON", {
             k: r[k] for k in ("ticker", "company", "week_start", "week_end", "prediction",
-                              "parse_error", "adapter", "base_model", "arm", "freshness", "latency")
-        } | {"raw_text": r["raw_text"][:300]})
+                              "parse_error", "adapter", "base_model", "arm", "freshness", "latency",
+                              "generated_tokens", "raw_text")
+        })
         show("routing  GET /v1/routing", (await c.get("/v1/routing", headers=admin)).json())
         replies = await asyncio.gather(*(
             c.post("/v1/forecast", json={"ticker": ticker}, headers={"X-Client-Key": f"client-{i}"})
@@ -108,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ab-requests", type=int, default=8)
     p.add_argument("--weeks", type=int, default=1)
     p.add_argument("--news", type=int, default=2)
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    # Room for a whole answer: the answer expression's bounds are fitted to it (5 items of up
+    # to 41 characters a section at this budget, ~200 tokens of English when filled).
+    p.add_argument("--max-new-tokens", type=int, default=768)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")

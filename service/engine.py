@@ -59,6 +59,17 @@ class EngineInfo:
     chat_format: ChatFormat
     max_lora_rank: int
     max_loras: int
+    # Decodes under a regular expression (GenerationParams.regex); without it the service
+    # reads free text and probes a cut-off answer for its bin.
+    structured_output: bool = False
+
+
+def structured_output_available() -> bool:
+    """Whether this vLLM build has a backend for regex-constrained decoding (xgrammar, or
+    llguidance as vLLM's ``guidance`` backend)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("xgrammar", "llguidance"))
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ class GenerationParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()  # when set: the output is exactly one of these (constrained)
+    regex: str | None = None  # when set: the whole output matches it (constrained)
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,7 @@ class VLLMEngine:
             chat_format=settings.format,
             max_lora_rank=settings.max_lora_rank,
             max_loras=settings.max_loras,
+            structured_output=structured_output_available(),
         )
         log.info(
             "engine %s started on %s (%s) in %.1f s", settings.base, settings.model, args.dtype,
@@ -292,7 +305,9 @@ class VLLMEngine:
             stop=list(params.stop),
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=(
-                StructuredOutputsParams(choice=list(params.choices)) if params.choices else None
+                StructuredOutputsParams(choice=list(params.choices)) if params.choices
+                else StructuredOutputsParams(regex=params.regex) if params.regex is not None
+                else None
             ),
         )
         lora_request = (

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -28,11 +28,11 @@ from forecast.answer import (
     probe_text,
     read_partial,
 )
+from forecast.answer_format import LIMITS, answer_regex
 from forecast.errors import AnswerParseError
-from forecast.providers.base import MarketData
-from forecast.templates import SPECS, render_chat
+from forecast.templates import SPECS, ChatFormat, render_chat
 from forecast.universe import require_member
-from forecast.windows import WEEK, BuiltPrompt, WindowConfig, build_prompt
+from forecast.windows import WEEK, BuiltPrompt, WindowConfig
 from service.adapters import AdapterRegistry, LoadedAdapter
 from service.admission import Admission
 from service.engine import (
@@ -45,12 +45,14 @@ from service.engine import (
 )
 from service.errors import InvalidRequest, Unavailable, service_error_of
 from service.forecast_log import ForecastLog, ForecastRow, new_id, prediction_columns, prompt_hash
+from service.market_gate import MarketGate
 from service.preflight import window_of
 from service.prompt_options import ContextCheck, options_of, resolve_window
 from service.routing import Route, Router
 from service.schemas import ForecastResponse, Freshness, Latency, Prediction, PromptOptionsIn
 from service.settings import DIRECT_ARM, SHADOW_ARM, ServiceSettings
 from service.telemetry import Telemetry
+from service.watchdog import EngineStalled, StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +73,19 @@ class Forecaster:
         self,
         settings: ServiceSettings,
         engines: Mapping[str, EngineClient],
-        market: MarketData,
+        gate: MarketGate,
         registry: AdapterRegistry,
         router: Router,
         forecast_log: ForecastLog,
         telemetry: Telemetry,
         now: Callable[[], dt.datetime],
         context: ContextCheck,
+        watch: StallWatch,
     ) -> None:
         self._settings = settings
         self._engines = engines
-        self._market = market
+        self._gate = gate  # market data off the shared worker threads, within a deadline
+        self._watch = watch  # a hung engine's requests end in 503
         self._registry = registry
         self._router = router
         self._log = forecast_log
@@ -114,13 +118,12 @@ class Forecaster:
     async def prepare(
         self, ticker: str, day: dt.date, window: WindowConfig, *, route_label: str
     ) -> Prepared:
-        """Check membership on ``day`` and build the prompt (off the event loop)."""
+        """Check membership on ``day`` and build the prompt (off the event loop; a slow
+        provider ends in 503 at the market gate's deadline)."""
         started = time.perf_counter()
         try:
             symbol = require_member(ticker, day)
-            built = await anyio.to_thread.run_sync(
-                partial(build_prompt, self._market, symbol, day, window)
-            )
+            built = await self._gate.build(symbol, day, window)
         except Exception as exc:
             status = str(service_error_of(exc).status)
             self._telemetry.requests.labels(route_label, "none", "none", "none", status).inc()
@@ -188,11 +191,13 @@ class Forecaster:
         engine = self._engines[adapter.base]
         fmt = engine.info.chat_format
         prompt = render_chat(prepared.built.prompt, fmt)
+        structured = self._settings.structured_answers and engine.info.structured_output
         params = GenerationParams(
             max_tokens=self._settings.max_new_tokens,
             temperature=self._settings.temperature,
             seed=self._settings.seed if self._settings.temperature > 0 else None,
             stop=(SPECS[fmt].eos,),
+            regex=structured_regex(fmt, self._settings.max_new_tokens) if structured else None,
         )
         forecast_id = new_id()
         submitted = time.perf_counter()
@@ -200,7 +205,8 @@ class Forecaster:
         queue_s: float | None = None
         tokens = 0
         pieces: list[str] = []
-        async for chunk in engine.generate(prompt, params, adapter.lora, forecast_id):
+        stream = engine.generate(prompt, params, adapter.lora, forecast_id)
+        async for chunk in self._watch.chunks(adapter.base, stream):
             if first is None and (chunk.delta or chunk.tokens):
                 first = time.perf_counter()
             if chunk.queue_s is not None:
@@ -345,9 +351,10 @@ class Forecaster:
         params = GenerationParams(max_tokens=PROBE_MAX_TOKENS, temperature=0.0, choices=tuple(bin_phrases()))
         pieces: list[str] = []
         try:
-            async for chunk in engine.generate(
+            probe = engine.generate(
                 prompt + probe_text(text), params, adapter.lora, forecast_id + "-probe"
-            ):
+            )
+            async for chunk in self._watch.chunks(adapter.base, probe):
                 pieces.append(chunk.delta)
         except EngineError as exc:  # the answer stands; only its bin is missing
             self._telemetry.probe_failures.labels(adapter.name, adapter.version, route.arm).inc()
@@ -383,6 +390,8 @@ def _parse(text: str) -> tuple[ParsedAnswer | None, str | None]:
 
 
 def _engine_error(exc: Exception) -> Exception:
+    if isinstance(exc, EngineStalled):
+        return Unavailable(str(exc), code="engine_stalled", retry_after_s=exc.retry_after_s)
     if isinstance(exc, EngineRestarting):
         return Unavailable(str(exc), code="engine_restarting", retry_after_s=exc.retry_after_s)
     if isinstance(exc, EngineDead):
@@ -392,3 +401,10 @@ def _engine_error(exc: Exception) -> Exception:
     if isinstance(exc, EngineError):
         return Unavailable(str(exc), code="engine_error")
     return exc
+
+
+@functools.lru_cache(maxsize=16)
+def structured_regex(fmt: ChatFormat, max_tokens: int) -> str:
+    """The FinGPT answer expression with bounds fitted to ``max_tokens`` (one string per
+    format and budget, so the engine's grammar cache compiles it once)."""
+    return answer_regex(fmt, LIMITS.fitting(max_tokens, fmt))

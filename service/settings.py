@@ -137,11 +137,16 @@ class ServiceSettings(BaseSettings):
     watch_interval_s: float = Field(default=5.0, gt=0)
 
     # Generation.
-    max_new_tokens: int = Field(default=512, ge=1, le=4096)
+    max_new_tokens: int = Field(default=1536, ge=1, le=8192)
     temperature: float = Field(default=0.0, ge=0.0)
     seed: int = 0
-    # An answer that ends before its Prediction line gets one short constrained request for
-    # its bin (forecast.answer.probe_text; the prediction's source is then "probe").
+    # Answers are decoded under the FinGPT answer expression (forecast.answer_format, vLLM
+    # structured output) with bounds fitted so that a whole answer fits max_new_tokens:
+    # every answer has its three sections and a Prediction line. Off: free text (comparison).
+    structured_answers: bool = True
+    # An answer that ends before its Prediction line (free text, or an engine without
+    # structured output) gets one short constrained request for its bin
+    # (forecast.answer.probe_text; the prediction's source is then "probe").
     probe_unparsed: bool = True
     weeks: int = Field(default=4, ge=1, le=12)  # FinGPT-Forecaster: 4 weeks, 5 news a week
     news_per_week: int = Field(default=5, ge=0, le=20)
@@ -160,11 +165,17 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(default=64, ge=1)
     ready_probe_s: float = Field(default=30.0, gt=0)  # readiness probes an engine this often
     ready_timeout_s: float = Field(default=30.0, gt=0)  # ... and gives up after this long
+    # Market data: providers run on a pool of their own, never on the shared worker threads.
+    provider_threads: int = Field(default=8, ge=1)  # provider calls (and their retries) at once
+    provider_deadline_s: float = Field(default=30.0, gt=0)  # data not in by then: 503
 
     # Engine supervision (when the entry point lets the app restart engines).
     engine_check_s: float = Field(default=2.0, gt=0)  # health of every engine, this often
     restart_backoff_s: float = Field(default=1.0, gt=0)  # first wait after a failed start
     restart_backoff_max_s: float = Field(default=60.0, gt=0)  # ... doubling up to this
+    # An engine whose in-flight requests produce no token for this long is treated as dead:
+    # they get 503 and the engine is restarted (service.watchdog).
+    engine_stall_s: float = Field(default=60.0, gt=0)
 
     # Scoring realized accuracy.
     score_interval_s: float = Field(default=3600.0, gt=0)

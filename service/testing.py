@@ -3,7 +3,8 @@
 :class:`FakeEngine` honours :class:`~service.engine.EngineClient` without a model: it answers
 every prompt with a well-formed FinGPT answer whose bin is a hash of the prompt and adapter
 (so different adapters answer differently, and the same one always the same), streamed word
-by word. A ``gate`` holds generations in flight until the test opens it. Adapter writers
+by word. A ``gate`` holds generations in flight until the test opens it. :class:`StormyLive`
+is a live market source whose Finnhub side hangs or answers HTTP 500 on demand. Adapter writers
 build ``<root>/<name>/<version>/`` directories: a stub (valid files, no real weights) for the
 fake engine, or a real peft LoRA on the tiny model for vLLM.
 """
@@ -15,13 +16,16 @@ import datetime as dt
 import hashlib
 import json
 import struct
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from forecast.basemodels import BASES
 from forecast.bins import Bin
+from forecast.providers.base import MarketData
 from forecast.templates import ChatFormat
+from forecast.types import BasicFinancials, CompanyProfile, Fetched, NewsItem
 from service.demo_adapters import TARGETS
 from service.demo_adapters import manifest_for as demo_manifest
 from service.demo_adapters import write_peft_adapter as demo_write_peft
@@ -59,11 +63,13 @@ class FakeEngine:
         chat_format: ChatFormat | None = None,
         max_lora_rank: int = 16,
         delay_s: float = 0.0,
+        structured_output: bool = False,
     ) -> None:
         self._info = EngineInfo(
             base=base, model_id=model_id, chat_format=chat_format or BASES[base].chat_format,
-            max_lora_rank=max_lora_rank, max_loras=4,
+            max_lora_rank=max_lora_rank, max_loras=4, structured_output=structured_output,
         )
+        self.params: list[GenerationParams] = []  # of every generation, in order
         self.delay_s = delay_s
         self.gate: asyncio.Event | None = None  # set one to hold generations in flight
         self.loras: dict[int, LoraRef] = {}
@@ -85,6 +91,7 @@ class FakeEngine:
         if lora is not None and lora.lora_id not in self.loras:
             raise LoraLoadError(f"LoRA {lora.lora_id} used but not loaded")
         self.used.append(None if lora is None else lora.name)
+        self.params.append(params)
         self.running += 1
         try:
             if self.gate is not None:
@@ -130,6 +137,82 @@ class FakeEngine:
 
     async def aclose(self) -> None:
         self.dead = True
+
+
+class StormyLive:
+    """A live market source (for ``CachedMarketData``) whose Finnhub side — profiles, news,
+    financials — fails on demand while prices keep answering from ``market``.
+
+    ``mode`` None answers from ``market``. ``"hang"``: every call blocks until
+    :meth:`release`, then answers (a provider that stopped responding). ``"500"``: the real
+    :class:`~forecast.providers.live.FinnhubProvider` against a server that answers HTTP 500,
+    through its retries and exponential backoff (``backoff_s``, doubling); its sleeps end at
+    :meth:`release`, after which the retries run out at once. ``blocked`` counts calls in
+    progress, ``calls`` every call made while failing.
+    """
+
+    def __init__(self, market: MarketData, backoff_s: float = 1.0) -> None:
+        from forecast.providers.live import Backoff, FinnhubProvider, TokenBucket
+
+        self.market = market
+        self.mode: str | None = None
+        self.blocked = 0
+        self.calls = 0
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self.prices = market.prices
+        self.news = self.profiles = self.financials = self
+        self._finnhub = FinnhubProvider(
+            _Http500Client(), limiter=TokenBucket(rate_per_minute=1e9),
+            backoff=Backoff(retries=3, base_seconds=backoff_s), sleep=self._sleep,
+        )
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _sleep(self, seconds: float) -> None:
+        self._released.wait(seconds)
+
+    def _call(self, provider: str, name: str, *args: Any) -> Any:
+        healthy = getattr(getattr(self.market, provider), name)
+        mode = self.mode
+        if mode is None:
+            return healthy(*args)
+        with self._lock:
+            self.calls += 1
+            self.blocked += 1
+        try:
+            if mode == "hang":
+                self._released.wait()
+                return healthy(*args)
+            return getattr(self._finnhub, name)(*args)
+        finally:
+            with self._lock:
+                self.blocked -= 1
+
+    def company_news(self, ticker: str, start: dt.date, end: dt.date) -> Fetched[list[NewsItem]]:
+        return self._call("news", "company_news", ticker, start, end)  # type: ignore[no-any-return]
+
+    def profile(self, ticker: str) -> Fetched[CompanyProfile]:
+        return self._call("profiles", "profile", ticker)  # type: ignore[no-any-return]
+
+    def basic_financials(self, ticker: str) -> Fetched[list[BasicFinancials]]:
+        return self._call("financials", "basic_financials", ticker)  # type: ignore[no-any-return]
+
+
+class _Http500Client:
+    """A ``finnhub.Client`` whose every request meets HTTP 500."""
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        import finnhub
+        import requests
+
+        response = requests.Response()
+        response.status_code = 500
+        response._content = b'{"error": "Internal Server Error"}'
+        raise finnhub.FinnhubAPIException(response)
+
+    company_news = company_profile2 = company_basic_financials = _fail
 
 
 def manifest_for(

@@ -2,4 +2,5 @@
 
 from training.run_all import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # evaluation starts vLLM, whose engine process may re-import this
+    raise SystemExit(main())

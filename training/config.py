@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from forecast.basemodels import BASES, TINY_MODEL_ID, BaseModel, materialize_tiny_model
 
@@ -119,13 +119,27 @@ class EvalSettings:
 
     max_new_tokens: int = 512
     # A generation that ran out of tokens before its ``Prediction:`` line gets the header
-    # appended and the bin phrase the model scores highest after it, so every row yields the
-    # model's own bin (counted apart in the metrics as ``probed``).
+    # appended and the bin phrase the model picks after it (constrained to the twelve), so
+    # every row yields the model's own bin (counted apart in the metrics as ``probed``).
     force_prediction: bool = True
+    # "vllm": one engine for the run, a LoRA per checkpoint (training/vllm_generate.py);
+    # "transformers": each checkpoint merged into the base, then ``generate`` (the cross-check).
+    backend: Literal["vllm", "transformers"] = "vllm"
+    # vLLM only: decode under the FinGPT answer expression (forecast.answer_format); False
+    # generates free text, for comparison.
+    answer_grammar: bool = True
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # vLLM; auto: as the service
+    kv_cache_gib: int = 1  # vLLM on CPU (a GPU sizes it from its free memory)
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be positive")
+        if self.backend not in ("vllm", "transformers"):
+            raise ValueError(f"eval backend must be vllm or transformers, not {self.backend!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"unknown eval dtype {self.dtype!r}")
+        if self.kv_cache_gib < 1:
+            raise ValueError("kv_cache_gib must be positive")
 
 
 @dataclass(frozen=True)

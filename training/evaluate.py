@@ -1,8 +1,10 @@
 """Score every checkpoint of a run on its held-back weeks; keep the MSE minimum as the adapter.
 
-    python -m training.evaluate var/runs/cpu/llama [--adapter-root var/adapters]
+    python -m training.evaluate var/runs/cpu/llama [--adapter-root var/adapters] [--backend vllm]
 
-Per checkpoint: greedy generation on the held-back prompts → binary accuracy, MSE (bin
+Per checkpoint: greedy generation on the held-back prompts (``eval.backend``: one vLLM engine
+for the whole run with a LoRA per checkpoint, under the answer grammar unless
+``eval.answer_grammar`` is off; or transformers ``generate`` on each merged checkpoint) → binary accuracy, MSE (bin
 midpoints), ROUGE-1/2/L per answer section, generation runtime and speed; with the train loss,
 eval loss and eval samples/s the Trainer logged at that step. The naive baselines (majority
 training bin, always up 0-1%, last-week momentum) are scored on the same rows. Writes
@@ -13,18 +15,21 @@ training bin, always up 0-1%, last-week momentum) are scored on the same rows. W
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from forecast import metrics
 from forecast.answer import parse_answer
-from training.config import RunSettings, run_from_dict
+from training.config import EvalSettings, RunSettings, run_from_dict
 from training.data import Example, Split, fit_prompt, prepare_split
-from training.generate import generate_and_read
+from training.generate import CheckpointGenerator, TransformersCheckpoints
 from training.manifest import write_adapter
 from training.teacher import TeacherSettings, teacher_from_settings
 
@@ -88,12 +93,37 @@ def score_rows(answers: list[Any], rows: list[Example]) -> dict[str, Any]:
     }
 
 
-def evaluate_run(run_dir: Path, adapter_root: Path | None = None, version: str | None = None) -> dict[str, Any]:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@contextmanager
+def checkpoint_generator(
+    run: RunSettings, model_path: str, tokenizer: Any, prompts: Sequence[list[int]],
+) -> Iterator[CheckpointGenerator]:
+    """The run's ``eval.backend``, started once for all its checkpoints and stopped after."""
+    fmt = run.base_model.chat_format
+    if run.eval.backend == "transformers":
+        yield TransformersCheckpoints(
+            model_path, tokenizer, fmt, run.eval.max_new_tokens, run.eval.force_prediction,
+        )
+        return
+    from training.vllm_generate import PROBE_ROOM, vllm_checkpoints
+
+    longest = max(len(p) for p in prompts) + run.eval.max_new_tokens + PROBE_ROOM
+    with vllm_checkpoints(
+        model_path, tokenizer, fmt, run.eval, lora_rank=run.lora.r, max_model_len=longest,
+    ) as engine:
+        yield engine
+
+
+def evaluate_run(
+    run_dir: Path, adapter_root: Path | None = None, version: str | None = None,
+    eval_settings: EvalSettings | None = None,
+) -> dict[str, Any]:
+    """Score every checkpoint of ``run_dir``; ``eval_settings`` replaces the run's own (the
+    benchmark compares backends on one run)."""
+    from transformers import AutoTokenizer
 
     files = RunFiles.read(run_dir)
+    if eval_settings is not None:
+        files.run = dataclasses.replace(files.run, eval=eval_settings)
     run, fmt = files.run, files.run.base_model.chat_format
     model_path = run.model_path()
     tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
@@ -115,34 +145,21 @@ def evaluate_run(run_dir: Path, adapter_root: Path | None = None, version: str |
         for name, s in metrics.naive_baselines(labels, [r.last_week for r in rows], train_labels).items()
     }
 
-    results, previous = [], 0
-    for step, path in files.checkpoints():
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
-        t0 = time.perf_counter()
-        texts, answers = generate_and_read(
-            model, tokenizer, prompts, fmt, run.eval.max_new_tokens, run.eval.force_prediction,
-        )
-        runtime = time.perf_counter() - t0
-        results.append({
-            "step": step,
-            "checkpoint": path.name,
-            "epoch": files.logged_at(step, "epoch"),
-            "train_loss": files.train_loss_until(step, previous),
-            "eval_loss": files.logged_at(step, "eval_loss"),
-            "eval_samples_per_second": files.logged_at(step, "eval_samples_per_second"),
-            "generation_runtime": runtime,
-            "generation_samples_per_second": len(rows) / runtime,
-            **score_rows(answers, rows),
-            "samples": [
-                {"key": r.key, "label": r.label.value, "text": t, "probe": a.probe,
-                 "prediction": a.parsed.prediction.value, "read": a.how}
-                for r, t, a in zip(rows, texts, answers, strict=True)
-            ],
-        })
-        previous = step
-        print(f"{path.name}: mse {results[-1]['mse']:.2f} acc {results[-1]['binary_accuracy']:.2f} "
-              f"eval_loss {results[-1]['eval_loss']} ({runtime:.0f}s)")
+    results: list[dict[str, Any]] = []
+    previous, started = 0, time.perf_counter()
+    with checkpoint_generator(run, model_path, tokenizer, prompts) as generator:
+        engine_start = time.perf_counter() - started
+        for step, path in files.checkpoints():
+            t0 = time.perf_counter()  # includes loading the checkpoint (merge or LoRA load)
+            texts, answers = generator.generate_and_read(path, prompts)
+            runtime = time.perf_counter() - t0
+            results.append(checkpoint_result(files, step, previous, path, rows, texts, answers, runtime))
+            previous = step
+            print(f"{path.name}: mse {results[-1]['mse']:.2f} acc {results[-1]['binary_accuracy']:.2f} "
+                  f"eval_loss {results[-1]['eval_loss']} ({runtime:.0f}s)")
+    seconds = time.perf_counter() - started
+    print(f"evaluated {len(results)} checkpoints x {len(rows)} rows with {run.eval.backend} "
+          f"in {seconds:.1f}s (start {engine_start:.1f}s)")
 
     best = pick_best(results)
     report = {
@@ -153,6 +170,12 @@ def evaluate_run(run_dir: Path, adapter_root: Path | None = None, version: str |
         "window": files.data["window"],
         "train_metrics": files.log["train_metrics"],
         "baselines": baselines,
+        "generation": {
+            "backend": run.eval.backend,
+            "answer_grammar": run.eval.answer_grammar and run.eval.backend == "vllm",
+            "start_seconds": engine_start,
+            "seconds": seconds,
+        },
         "checkpoints": results,
         "best_checkpoint": best["checkpoint"],
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -162,6 +185,28 @@ def evaluate_run(run_dir: Path, adapter_root: Path | None = None, version: str |
     report["adapter_dir"] = str(adapter_dir)
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def checkpoint_result(
+    files: RunFiles, step: int, previous: int, path: Path, rows: list[Example], texts: list[str],
+    answers: list[Any], runtime: float,
+) -> dict[str, Any]:
+    return {
+        "step": step,
+        "checkpoint": path.name,
+        "epoch": files.logged_at(step, "epoch"),
+        "train_loss": files.train_loss_until(step, previous),
+        "eval_loss": files.logged_at(step, "eval_loss"),
+        "eval_samples_per_second": files.logged_at(step, "eval_samples_per_second"),
+        "generation_runtime": runtime,
+        "generation_samples_per_second": len(rows) / runtime,
+        **score_rows(answers, rows),
+        "samples": [
+            {"key": r.key, "label": r.label.value, "text": t, "probe": a.probe,
+             "prediction": a.parsed.prediction.value, "read": a.how}
+            for r, t, a in zip(rows, texts, answers, strict=True)
+        ],
+    }
 
 
 def pick_best(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -176,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--adapter-root", type=Path)
     p.add_argument("--version", help="default: the next v<N> under the adapter name")
+    p.add_argument("--backend", choices=("vllm", "transformers"), help="default: the run's eval.backend")
     args = p.parse_args(argv)
-    report = evaluate_run(args.run_dir, args.adapter_root, args.version)
+    settings = None
+    if args.backend is not None:
+        settings = dataclasses.replace(RunFiles.read(args.run_dir).run.eval, backend=args.backend)
+    report = evaluate_run(args.run_dir, args.adapter_root, args.version, settings)
     print(f"kept {report['best_checkpoint']} → {report['adapter_dir']}")
     return 0
 

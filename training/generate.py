@@ -6,13 +6,18 @@ A small ``max_new_tokens`` (the CPU slice uses 64) ends most answers before thei
 one of the twelve bin phrases the model scores highest there (constrained decoding), so it is
 still the model's own; these rows are counted as ``probed``. Without it, a bin that cannot be
 read falls back to ``U1`` and is counted as ``unreadable``.
+
+Evaluation generates through a :class:`CheckpointGenerator`: vLLM with one LoRA per checkpoint
+(``training.vllm_generate``, the default) or :class:`TransformersCheckpoints` here (each
+checkpoint merged into the base, then ``generate``), kept as the cross-check of the first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from forecast.answer import ParsedAnswer, bin_phrase, partial_fields, probe_text, read_partial
 from forecast.bins import Bin
@@ -107,3 +112,39 @@ def generate_and_read(
             context = prompts[i] + list(tokenizer(probe_text(text), add_special_tokens=False)["input_ids"])
             probes[i] = bin_phrase(most_likely_bin(model, tokenizer, context))
     return texts, [read_answer(t, p) for t, p in zip(texts, probes, strict=True)]
+
+
+class CheckpointGenerator(Protocol):
+    def generate_and_read(
+        self, checkpoint: Path, prompts: Sequence[list[int]],
+    ) -> tuple[list[str], list[ReadAnswer]]:
+        """Greedy answers of one checkpoint (a peft adapter directory) to token-id prompts,
+        with the cut-off ones probed when the settings ask for it, and their reading."""
+        ...
+
+
+class TransformersCheckpoints:
+    """Per checkpoint: the float32 base with the adapter merged in, then batched ``generate``."""
+
+    def __init__(
+        self, model_path: str, tokenizer: Any, fmt: ChatFormat, max_new_tokens: int,
+        force_prediction: bool = True,
+    ) -> None:
+        self.model_path = model_path
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.max_new_tokens = max_new_tokens
+        self.force_prediction = force_prediction
+
+    def generate_and_read(
+        self, checkpoint: Path, prompts: Sequence[list[int]],
+    ) -> tuple[list[str], list[ReadAnswer]]:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload().eval()
+        return generate_and_read(
+            model, self.tokenizer, prompts, self.fmt, self.max_new_tokens, self.force_prediction,
+        )

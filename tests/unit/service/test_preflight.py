@@ -114,7 +114,7 @@ def test_an_oversized_configuration_is_refused_with_what_to_change(tiny_tokenize
         preflight(oversized, gpu=False, gpus=0, tokenizer_for=lambda _: tiny_tokenizer)
     message = str(refused.value)
     assert message.startswith("engine 'llama': the longest prompt these settings build")
-    assert "weeks=4 × news_per_week=5" in message and "max_new_tokens=512" in message
+    assert "weeks=4 × news_per_week=5" in message and "max_new_tokens=1536" in message
     assert "> max_model_len=1024" in message
     assert "Raise max_model_len" in message and "FORECAST_SERVICE_NEWS_PER_WEEK" in message
 

@@ -1,0 +1,157 @@
+"""What decoding under the FinGPT answer expression costs: decode tokens/s and forecasts/s of
+the product's engine (``service.engine.VLLMEngine``, a LoRA adapter per request) with and
+without the constraint, on the same prompts, in one run.
+
+    python benchmarks/structured_output.py [--n 16] [--max-tokens 384] [--rounds 2]
+
+Per base (Llama-3 and DeepSeek-R1 chat formats), one engine; a warm-up request per mode first
+(the expression is compiled there, once per format and budget; its time is reported apart);
+then ``--rounds`` alternating rounds of ``--n`` concurrent requests per mode. Free text and
+constrained answers have different lengths, so the comparison is per token (decode tokens/s
+over the round's wall time) as well as per forecast. On this CPU the tiny model stands in for
+the 8B bases (``--model`` takes another); writes ``benchmarks/results/structured_output.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import cpu_dtype, machine, prompts, random_adapter, tiny_model, write_result  # noqa: E402
+from forecast.answer import parse_answer  # noqa: E402
+from forecast.answer_format import LIMITS  # noqa: E402
+from forecast.errors import AnswerParseError  # noqa: E402
+from forecast.templates import SPECS, ChatFormat  # noqa: E402
+from service.engine import GenerationParams, LoraRef, VLLMEngine  # noqa: E402
+from service.forecaster import structured_regex  # noqa: E402
+from service.settings import EngineSettings  # noqa: E402
+
+BASES = {"llama": ChatFormat.LLAMA3, "deepseek": ChatFormat.DEEPSEEK_R1}
+
+
+async def one(engine: VLLMEngine, prompt: str, params: GenerationParams, lora: LoraRef, rid: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    first: float | None = None
+    text, tokens = "", 0
+    async for chunk in engine.generate(prompt, params, lora, rid):
+        if first is None and chunk.tokens:
+            first = time.perf_counter()
+        text += chunk.delta
+        tokens = chunk.tokens
+    done = time.perf_counter()
+    try:
+        parsed = parse_answer(text).prediction_source == "line"
+    except AnswerParseError:
+        parsed = False
+    return {"tokens": tokens, "ttft_s": (first or done) - started, "total_s": done - started,
+            "parsed_by_line": parsed}
+
+
+async def round_of(engine: VLLMEngine, batch: list[str], params: GenerationParams, lora: LoraRef, tag: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(engine, p, params, lora, f"{tag}-{i}") for i, p in enumerate(batch)))
+    wall = time.perf_counter() - started
+    tokens = sum(r["tokens"] for r in results)
+    return {
+        "wall_s": round(wall, 3), "forecasts": len(results), "tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 2), "forecasts_per_s": round(len(results) / wall, 4),
+        "mean_tokens": round(tokens / len(results), 1),
+        "mean_ttft_s": round(fmean(r["ttft_s"] for r in results), 3),
+        "parsed_by_line": sum(r["parsed_by_line"] for r in results),
+    }
+
+
+def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    wall = sum(r["wall_s"] for r in rounds)
+    tokens = sum(r["tokens"] for r in rounds)
+    n = sum(r["forecasts"] for r in rounds)
+    return {"tokens_per_s": round(tokens / wall, 2), "forecasts_per_s": round(n / wall, 4),
+            "mean_tokens": round(tokens / n, 1), "parsed_by_line": sum(r["parsed_by_line"] for r in rounds),
+            "forecasts": n, "mean_ttft_s": round(fmean(r["mean_ttft_s"] for r in rounds), 3)}
+
+
+async def bench_base(base: str, args: argparse.Namespace, model: str, adapter: Path) -> dict[str, Any]:
+    fmt = BASES[base]
+    spec = EngineSettings(
+        base=base, model=model, dtype=args.dtype, enforce_eager=args.eager, max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib, max_num_seqs=max(args.n, 1), max_loras=1, max_lora_rank=8,
+    )
+    engine = VLLMEngine.start(spec)
+    try:
+        lora = LoraRef(name="bench@v1", lora_id=1, path=adapter)
+        await engine.add_lora(lora)
+        batch = prompts(args.n, fmt)
+        eos = (SPECS[fmt].eos,)
+        modes = {
+            "free": GenerationParams(max_tokens=args.max_tokens, stop=eos),
+            "structured": GenerationParams(max_tokens=args.max_tokens, stop=eos, regex=structured_regex(fmt, args.max_tokens)),
+        }
+        warmup = {}
+        for mode, params in modes.items():  # first use of the expression compiles it
+            t = time.perf_counter()
+            await one(engine, batch[0], params, lora, f"warm-{mode}")
+            warmup[mode] = round(time.perf_counter() - t, 3)
+        rounds: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+        for r in range(args.rounds):
+            for mode, params in modes.items():
+                rounds[mode].append(await round_of(engine, batch, params, lora, f"{mode}-{r}"))
+                print(base, mode, r, rounds[mode][-1], flush=True)
+        free, structured = summary(rounds["free"]), summary(rounds["structured"])
+        return {
+            "chat_format": fmt.value, "limits": vars(LIMITS.fitting(args.max_tokens, fmt)),
+            "warmup_request_s": warmup, "rounds": rounds, "free": free, "structured": structured,
+            "structured_vs_free": {
+                "tokens_per_s": round(structured["tokens_per_s"] / free["tokens_per_s"], 3),
+                "forecasts_per_s": round(structured["forecasts_per_s"] / free["forecasts_per_s"], 3),
+            },
+        }
+    finally:
+        await engine.aclose()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    model = args.model or str(tiny_model())
+    adapter = random_adapter(8)
+    out = {"benchmark": "structured_output", "machine": machine(), "config": {
+        "model": model if args.model else "SmolLM2-135M-Instruct (tiny stand-in)", "n": args.n,
+        "max_tokens": args.max_tokens, "rounds": args.rounds, "dtype": args.dtype, "adapter": "random rank-8 LoRA",
+        "backend": "vLLM structured output, regex (xgrammar where available)",
+        "command": "python benchmarks/structured_output.py " + " ".join(sys.argv[1:]),
+    }, "bases": {}}
+    for base in args.bases:
+        out["bases"][base] = await bench_base(base, args, model, adapter)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=384)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--bases", nargs="+", default=list(BASES), choices=list(BASES))
+    p.add_argument("--model", default=None)
+    p.add_argument("--dtype", default=cpu_dtype())
+    p.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--kv-cache-gib", type=int, default=2)
+    p.add_argument("--name", default="structured_output")
+    args = p.parse_args()
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    result = asyncio.run(main_async(args))
+    path = write_result(args.name, result)
+    for base, r in result["bases"].items():
+        print(base, "free", r["free"], "\n", base, "structured", r["structured"], "\n", base, r["structured_vs_free"])
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

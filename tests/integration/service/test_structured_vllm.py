@@ -1,0 +1,95 @@
+"""Every answer well-formed on the real engine: 20 forecasts over different tickers and weeks,
+on both bases, with the untrained stand-in adapters, all read by their own Prediction line.
+
+The service decodes under the FinGPT answer expression (vLLM structured output, xgrammar on
+this CPU build) with bounds fitted to ``max_new_tokens``, so even an adapter that has learned
+nothing writes the three sections, a bin phrase and an analysis, whole. Own engines (the
+package's shared app serves 8-token answers for speed): one per base, started for this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from forecast.answer import bin_phrases
+from forecast.answer_format import LIMITS, answer_regex, max_answer_chars
+from forecast.providers.snapshot import SnapshotMarketData
+from forecast.templates import ChatFormat
+from service.app import create_app
+from service.engine import EngineClient, VLLMEngine
+from service.settings import EngineSettings, ServiceSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+
+BUDGET = 256
+FORMATS = {"llama": ChatFormat.LLAMA3, "deepseek": ChatFormat.DEEPSEEK_R1}
+TICKERS = ["AAPL", "AXP", "BA", "CAT", "CSCO", "CVX", "DIS", "GS", "HD", "IBM",
+           "JNJ", "JPM", "KO", "MCD", "MMM", "MRK", "MSFT", "NKE", "PG", "WMT"]  # fmt: skip
+WEEKS = [dt.date(2023, 10, 1) + dt.timedelta(weeks=3 * i) for i in range(5)]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def structured_client(
+    adapter_root: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    engines: dict[str, EngineClient] = {}
+    try:
+        for base in FORMATS:
+            spec = EngineSettings(
+                base=base, model=str(tiny_model), dtype="float32", enforce_eager=True,
+                max_model_len=2048, kv_cache_gib=1, max_num_seqs=16, max_loras=2, max_lora_rank=8,
+            )
+            engines[base] = VLLMEngine.start(spec)
+        settings = ServiceSettings(
+            _env_file=None,  # type: ignore[call-arg]
+            adapter_root=adapter_root,
+            db_url=f"sqlite:///{tmp_path_factory.mktemp('db') / 'forecasts.sqlite3'}",
+            preload=["llama-fingpt@v1", "deepseek-fingpt@v1"],
+            max_new_tokens=BUDGET, weeks=1, news_per_week=1, with_financials=False,
+            ready_probe_s=3600, ready_timeout_s=600,
+        )
+        app = create_app(settings, engines, SnapshotMarketData(), now=lambda: dt.datetime(2024, 1, 5, tzinfo=dt.UTC))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://svc", timeout=1200) as c:
+                yield c
+    finally:
+        for engine in engines.values():
+            await engine.aclose()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_twenty_forecasts_all_parse_by_their_prediction_line(
+    structured_client: httpx.AsyncClient,
+) -> None:
+    requests = [
+        {"ticker": t, "as_of": WEEKS[i % len(WEEKS)].isoformat(),
+         "adapter": "llama-fingpt" if i % 2 == 0 else "deepseek-fingpt"}
+        for i, t in enumerate(TICKERS)
+    ]  # fmt: skip
+    answers = await asyncio.gather(*(structured_client.post("/v1/forecast", json=r) for r in requests))
+    assert len({(r["ticker"], r["as_of"]) for r in requests}) == 20
+    for request, r in zip(requests, answers, strict=True):
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        fmt = FORMATS[body["base"]]
+        context = f"{request}: {body['raw_text']!r}"
+        assert body["prediction"]["source"] == "line", context
+        assert body["parse_error"] is None, context
+        assert " " + body["prediction"]["text"] in bin_phrases(), context
+        assert body["positive_developments"] and body["concerns"] and body["analysis"], context
+        assert re.fullmatch(answer_regex(fmt, LIMITS.fitting(BUDGET, fmt)), body["raw_text"]), context
+        assert body["generated_tokens"] <= BUDGET
+    assert max_answer_chars(ChatFormat.DEEPSEEK_R1, LIMITS.fitting(BUDGET, ChatFormat.DEEPSEEK_R1)) <= BUDGET
+    card = await structured_client.get("/v1/adapters/llama-fingpt/scorecard")
+    assert card.status_code == 200, card.text
+    assert all(v["parse_failure_rate"] == 0.0 for v in card.json()["versions"]), card.text
