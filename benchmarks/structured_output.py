@@ -2,14 +2,21 @@
 the product's engine (``service.engine.VLLMEngine``, a LoRA adapter per request) with and
 without the constraint, on the same prompts, in one run.
 
-    python benchmarks/structured_output.py [--n 16] [--max-tokens 384] [--rounds 2]
+    python benchmarks/structured_output.py [--n 16] [--max-tokens 768] [--rounds 2]
+    # on a GPU, 8B shapes (random weights, bf16, CUDA graphs), the guidance backend:
+    python benchmarks/structured_output.py --shape 8b --n 64 --max-tokens 1024 \
+        --backend guidance --name structured_output_gpu
 
 Per base (Llama-3 and DeepSeek-R1 chat formats), one engine; a warm-up request per mode first
 (the expression is compiled there, once per format and budget; its time is reported apart);
 then ``--rounds`` alternating rounds of ``--n`` concurrent requests per mode. Free text and
 constrained answers have different lengths, so the comparison is per token (decode tokens/s
 over the round's wall time) as well as per forecast. On this CPU the tiny model stands in for
-the 8B bases (``--model`` takes another); writes ``benchmarks/results/structured_output.json``.
+the 8B bases (``--model`` takes another); ``--shape 8b`` builds each base's 8B shape
+(``forecast.basemodels.materialize_8b_shape``: real config and Llama-3 tokenizer, weights
+``load_format="dummy"``) and a random rank-8 LoRA of that shape. Random weights write random
+text: the ratio per token is the constraint's cost, the answers themselves mean nothing. Writes
+``benchmarks/results/<--name>.json``.
 """
 
 from __future__ import annotations
@@ -28,11 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import cpu_dtype, machine, prompts, random_adapter, tiny_model, write_result  # noqa: E402
 from forecast.answer import parse_answer  # noqa: E402
-from forecast.answer_format import LIMITS  # noqa: E402
+from forecast.answer_format import LIMITS, answer_regex  # noqa: E402
 from forecast.errors import AnswerParseError  # noqa: E402
 from forecast.templates import SPECS, ChatFormat  # noqa: E402
 from service.engine import GenerationParams, LoraRef, VLLMEngine  # noqa: E402
-from service.forecaster import structured_regex  # noqa: E402
 from service.settings import EngineSettings  # noqa: E402
 
 BASES = {"llama": ChatFormat.LLAMA3, "deepseek": ChatFormat.DEEPSEEK_R1}
@@ -79,11 +85,53 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "forecasts": n, "mean_ttft_s": round(fmean(r["mean_ttft_s"] for r in rounds), 3)}
 
 
+def shaped_adapter(model_dir: Path, dest: Path, rank: int = 8) -> Path:
+    """A random rank-``rank`` peft LoRA on q/k/v/o for the checkpoint shape in ``model_dir``,
+    written from the config alone (no base weights needed)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    if (dest / "adapter_model.safetensors").exists():
+        return dest
+    cfg = json.loads((model_dir / "config.json").read_text())
+    d, heads, kv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or d // heads
+    outs = {"q_proj": heads * hd, "k_proj": kv * hd, "v_proj": kv * hd, "o_proj": d}
+    ins = {"q_proj": d, "k_proj": d, "v_proj": d, "o_proj": heads * hd}
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for layer in range(cfg["num_hidden_layers"]):
+        for m in outs:
+            key = f"base_model.model.model.layers.{layer}.self_attn.{m}"
+            tensors[f"{key}.lora_A.weight"] = (torch.randn(rank, ins[m], generator=g) * 0.01).to(torch.bfloat16)
+            tensors[f"{key}.lora_B.weight"] = (torch.randn(outs[m], rank, generator=g) * 0.01).to(torch.bfloat16)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dest / "adapter_model.safetensors"))
+    (dest / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
+        "lora_dropout": 0.0, "target_modules": list(outs), "bias": "none",
+        "base_model_name_or_path": str(model_dir), "fan_in_fan_out": False,
+    }))
+    return dest
+
+
 async def bench_base(base: str, args: argparse.Namespace, model: str, adapter: Path) -> dict[str, Any]:
     fmt = BASES[base]
+    extra: dict[str, Any] = {}
+    if args.shape == "8b":
+        from forecast.basemodels import materialize_8b_shape
+
+        model_dir = materialize_8b_shape(args.work / "models" / base, base)
+        model, adapter = str(model_dir), shaped_adapter(model_dir, args.work / "adapters" / base)
+        extra = {"load_format": "dummy", "gpu_memory_utilization": args.gpu_memory_utilization}
+    else:
+        extra = {"kv_cache_gib": args.kv_cache_gib}
     spec = EngineSettings(
         base=base, model=model, dtype=args.dtype, enforce_eager=args.eager, max_model_len=args.max_model_len,
-        kv_cache_gib=args.kv_cache_gib, max_num_seqs=max(args.n, 1), max_loras=1, max_lora_rank=8,
+        max_num_seqs=max(args.n, 1), max_loras=1, max_lora_rank=8, structured_output_backend=args.backend,
+        **extra,
     )
     engine = VLLMEngine.start(spec)
     try:
@@ -93,7 +141,9 @@ async def bench_base(base: str, args: argparse.Namespace, model: str, adapter: P
         eos = (SPECS[fmt].eos,)
         modes = {
             "free": GenerationParams(max_tokens=args.max_tokens, stop=eos),
-            "structured": GenerationParams(max_tokens=args.max_tokens, stop=eos, regex=structured_regex(fmt, args.max_tokens)),
+            "structured": GenerationParams(  # what the forecaster sends (service.forecaster)
+                max_tokens=args.max_tokens, stop=eos, regex=answer_regex(fmt, LIMITS.fitting(args.max_tokens, fmt))
+            ),
         }
         warmup = {}
         for mode, params in modes.items():  # first use of the expression compiles it
@@ -119,17 +169,36 @@ async def bench_base(base: str, args: argparse.Namespace, model: str, adapter: P
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    model = args.model or str(tiny_model())
-    adapter = random_adapter(8)
-    out = {"benchmark": "structured_output", "machine": machine(), "config": {
-        "model": model if args.model else "SmolLM2-135M-Instruct (tiny stand-in)", "n": args.n,
+    tiny = args.shape == "tiny" and not args.model
+    model = args.model or (str(tiny_model()) if tiny else "")
+    adapter = random_adapter(8) if args.shape == "tiny" else Path()
+    gpu = gpu_name()
+    described = {"tiny": "SmolLM2-135M-Instruct (tiny stand-in)", "8b": "8B shapes, random weights (load_format=dummy)"}
+    out = {"benchmark": "structured_output", "machine": machine() | ({"gpu": gpu} if gpu else {}), "config": {
+        "model": args.model or described[args.shape], "n": args.n,
         "max_tokens": args.max_tokens, "rounds": args.rounds, "dtype": args.dtype, "adapter": "random rank-8 LoRA",
-        "backend": "vLLM structured output, regex (xgrammar where available)",
+        "backend": f"vLLM structured output, regex, backend {args.backend}",
+        "vllm": vllm_version(),
         "command": "python benchmarks/structured_output.py " + " ".join(sys.argv[1:]),
     }, "bases": {}}
     for base in args.bases:
         out["bases"][base] = await bench_base(base, args, model, adapter)
     return out
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        return None
+
+
+def vllm_version() -> str:
+    import vllm
+
+    return str(vllm.__version__)
 
 
 def main() -> None:
@@ -144,7 +213,14 @@ def main() -> None:
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--kv-cache-gib", type=int, default=2)
     p.add_argument("--name", default="structured_output")
+    p.add_argument("--shape", choices=["tiny", "8b"], default="tiny")
+    p.add_argument("--work", type=Path, default=ROOT / "var" / "bench")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    p.add_argument("--backend", choices=["auto", "xgrammar", "guidance"], default="auto")
     args = p.parse_args()
+    if args.shape == "8b":
+        args.eager = False if args.eager is True and "--eager" not in sys.argv else args.eager
+        args.dtype = "bfloat16" if "--dtype" not in sys.argv else args.dtype
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
     result = asyncio.run(main_async(args))
     path = write_result(args.name, result)

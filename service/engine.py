@@ -64,12 +64,13 @@ class EngineInfo:
     structured_output: bool = False
 
 
-def structured_output_available() -> bool:
-    """Whether this vLLM build has a backend for regex-constrained decoding (xgrammar, or
-    llguidance as vLLM's ``guidance`` backend)."""
+def structured_output_available(backend: str = "auto") -> bool:
+    """Whether this vLLM build has the library behind ``backend`` for regex-constrained
+    decoding (xgrammar; llguidance for vLLM's ``guidance``; auto: either)."""
     import importlib.util
 
-    return any(importlib.util.find_spec(m) is not None for m in ("xgrammar", "llguidance"))
+    modules = {"xgrammar": ("xgrammar",), "guidance": ("llguidance",)}.get(backend, ("xgrammar", "llguidance"))
+    return any(importlib.util.find_spec(m) is not None for m in modules)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ def engine_kwargs(settings: EngineSettings, gpu: bool) -> dict[str, Any]:
     for name in _PASSTHROUGH:
         if gpu or name in explicit:
             kwargs[name] = getattr(settings, name)
+    if settings.structured_output_backend != "auto":
+        kwargs["structured_outputs_config"] = {"backend": settings.structured_output_backend}
     return kwargs
 
 
@@ -269,7 +272,12 @@ class VLLMEngine:
 
         lifeline.install()  # the engine core dies with this process, even on SIGKILL
         box = _StatsBox()
-        args = AsyncEngineArgs(**engine_kwargs(settings, on_gpu() if gpu is None else gpu))
+        kwargs = engine_kwargs(settings, on_gpu() if gpu is None else gpu)
+        if "structured_outputs_config" in kwargs:
+            from vllm.config import StructuredOutputsConfig
+
+            kwargs["structured_outputs_config"] = StructuredOutputsConfig(**kwargs["structured_outputs_config"])
+        args = AsyncEngineArgs(**kwargs)
         started = time.perf_counter()
         llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_class(box)])
         seconds = time.perf_counter() - started
@@ -279,7 +287,7 @@ class VLLMEngine:
             chat_format=settings.format,
             max_lora_rank=settings.max_lora_rank,
             max_loras=settings.max_loras,
-            structured_output=structured_output_available(),
+            structured_output=structured_output_available(settings.structured_output_backend),
         )
         log.info(
             "engine %s started on %s (%s) in %.1f s", settings.base, settings.model, args.dtype,

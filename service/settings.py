@@ -88,6 +88,9 @@ class EngineSettings(BaseModel):
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"  # fp8 roughly doubles the KV-cache tokens
     tensor_parallel_size: int = Field(default=1, ge=1)  # GPUs one engine spans
     max_num_batched_tokens: int | None = Field(default=None, ge=1)  # None: vLLM's default
+    # The structured-output backend the answer expression runs on; auto: vLLM's choice
+    # (xgrammar, falling back to guidance where xgrammar cannot take the expression).
+    structured_output_backend: Literal["auto", "xgrammar", "guidance"] = "auto"
 
     @field_validator("base")
     @classmethod

