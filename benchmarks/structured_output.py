@@ -183,6 +183,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }, "bases": {}}
     for base in args.bases:
         out["bases"][base] = await bench_base(base, args, model, adapter)
+        write_result(args.name, out)  # each base as it completes: a cut-off run keeps what it measured
     return out
 
 
