@@ -18,7 +18,8 @@ cached; then, for each mode:
 as it is answered), and once the provider pool is saturated a prober sends ``--rounds``
 rounds of ``GET /readyz``, ``GET /metrics``, ``GET /v1/adapters`` (admin) and a cached
 ``POST /v1/forecast`` (KO), one at a time, and records each latency. Writes p50/p99/max per
-route and mode, and how the storm's own forecasts ended, to
+route and mode, and how the storm's own forecasts ended (time to the 503 as the client saw it
+and as the server did: request received to response start), to
 benchmarks/results/provider_storm.json and prints a table. It asserts nothing about time.
 """
 
@@ -97,6 +98,27 @@ def serve_http(app: Any) -> Iterator[str]:
         sock.close()
 
 
+class ServerTimes:
+    """ASGI wrapper: the server-side time of each refused forecast (request received to
+    response start), apart from the client's own scheduling on this shared 2-core host."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.refused: list[float] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/forecast":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def timed_send(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                self.refused.append(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
 async def probe(client: httpx.AsyncClient, route: str) -> tuple[float, int]:
     started = time.perf_counter()
     if route == "readyz":
@@ -132,7 +154,8 @@ async def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str,
     outcomes: Counter[str] = Counter()
     storm_times: list[float] = []
     limits = httpx.Limits(max_connections=args.storm + 8, max_keepalive_connections=args.storm + 8)
-    with serve_http(app) as url:
+    timed = ServerTimes(app)
+    with serve_http(timed) as url:
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
             assert (await client.post("/v1/forecast", json={"ticker": "KO"})).status_code == 200
             storm: list[asyncio.Task[None]] = []
@@ -178,6 +201,8 @@ async def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str,
             "answered": dict(outcomes),
             "answer_p50_s": round(pct(storm_times, 0.5), 2) if storm_times else None,
             "answer_max_s": round(max(storm_times), 2) if storm_times else None,
+            "server_answer_p50_s": round(pct(timed.refused, 0.5), 2) if timed.refused else None,
+            "server_answer_max_s": round(max(timed.refused), 2) if timed.refused else None,
             "provider_calls_while_failing": live.calls,
         },
     }

@@ -11,7 +11,8 @@ scorer also use), but on :class:`MarketGate`'s own pool of ``provider_threads``:
    their own (``provider_threads`` at once), so a burst of them leaves anyio's shared tokens
    free and does not crowd the event loop out of the GIL.
 2. Only when something was never cached is the prompt built on the provider pool, against
-   the live source, within ``provider_deadline_s`` (time waiting for a pool thread included).
+   the live source. The whole build, waits for a cache-read slot or a pool thread included,
+   has ``provider_deadline_s`` from the moment the forecast reaches the gate.
    Past the deadline the forecast gets 503 ``provider_timeout`` with ``Retry-After``, and is
    counted in ``forecast_provider_timeouts_total``. Work that has not started by then is
    dropped; work already running finishes in its thread and fills the cache.
@@ -59,28 +60,37 @@ class MarketGate:
 
     async def build(self, symbol: str, day: dt.date, window: WindowConfig) -> BuiltPrompt:
         """The prompt for ``symbol`` on ``day``: from the cache when it holds every input,
-        else gathered on the provider pool within the deadline."""
+        else gathered on the provider pool; all of it within the deadline, counted from here
+        (a wait for a cache-read slot or a pool thread spends the same budget)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._deadline_s
         if self._cached_only is not None:
             try:
-                return await anyio.to_thread.run_sync(
-                    partial(build_prompt, self._cached_only, symbol, day, window),
-                    limiter=self._cache_reads,
-                )
+                with anyio.fail_after(self._deadline_s):
+                    return await anyio.to_thread.run_sync(
+                        partial(build_prompt, self._cached_only, symbol, day, window),
+                        limiter=self._cache_reads,
+                    )
             except CacheMiss:
                 pass
-        loop = asyncio.get_running_loop()
+            except TimeoutError:
+                raise self._timed_out(symbol) from None
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise self._timed_out(symbol)
         gathering = loop.run_in_executor(
             self._pool, partial(build_prompt, self._gather, symbol, day, window)
         )
         try:
-            return await asyncio.wait_for(gathering, self._deadline_s)
+            return await asyncio.wait_for(gathering, remaining)
         except TimeoutError:
-            self._telemetry.provider_timeouts.inc()
-            message = f"market data for {symbol} not gathered within {self._deadline_s:g} s"
-            log.warning("provider timeout: %s", message)
-            raise Unavailable(
-                message, code="provider_timeout", retry_after_s=self._retry_after_s
-            ) from None
+            raise self._timed_out(symbol) from None
+
+    def _timed_out(self, symbol: str) -> Unavailable:
+        self._telemetry.provider_timeouts.inc()
+        message = f"market data for {symbol} not gathered within {self._deadline_s:g} s"
+        log.warning("provider timeout: %s", message)
+        return Unavailable(message, code="provider_timeout", retry_after_s=self._retry_after_s)
 
     def close(self) -> None:
         """Drop queued work; threads still waiting on a provider end on their own."""
