@@ -87,9 +87,21 @@ def machine() -> dict[str, Any]:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
                            cwd=ROOT).stdout.strip()
     rev += "+uncommitted" if dirty else ""
+    gpu = gpu_names()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
             "dtype": cpu_dtype(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "code_revision": rev,
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]} | ({"gpu": gpu} if gpu else {})
+
+
+def gpu_names() -> str | None:
+    """The GPUs by name (nvidia-smi, so this process does not initialize CUDA); None without."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+    return "; ".join(out.splitlines()) or None
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

@@ -123,7 +123,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         adapter_root=args.adapter_root, db_url=f"sqlite:///{work / 'forecasts.sqlite3'}",
         admin_token=SecretStr(token), max_new_tokens=args.max_new_tokens, max_inflight=1024,
         weeks=args.weeks, news_per_week=args.news, with_financials=False,
-        engines=[EngineSettings(base=b, kv_cache_gib=1, max_model_len=4096) for b in ("llama", "deepseek")],
+        engines=[
+            EngineSettings(**({"base": b, "kv_cache_gib": 1, "max_model_len": 4096} | args.engine))
+            for b in ("llama", "deepseek")
+        ],
     )
     settings = prepare_settings(settings, DataSettings(), demo_adapters=True)
     targets = args.adapters or [
@@ -248,6 +251,9 @@ def main() -> None:
     p.add_argument("--weeks", type=int, default=4, help="weeks of history in a prompt")
     p.add_argument("--news", type=int, default=3, help="news items a week (4 x 3: ~1,700 tokens)")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--engine", type=json.loads, default={},
+                   help='engine settings over the CPU defaults, as JSON (on a GPU: '
+                        '\'{"gpu_memory_utilization": 0.4, "structured_output_backend": "guidance"}\')')
     p.add_argument("--seed", type=int, default=0, help="seed of the MSE bootstrap")
     p.add_argument("--out", type=Path, default=RESULTS / "speed_accuracy.json")
     p.add_argument("--plot-only", action="store_true", help="redraw table and PNG from --out")

@@ -1,7 +1,9 @@
 """The main job on the embedded default, in one command: ``python -m service.demo``.
 
-Tiny model standing in for both bases, the bundled snapshot, both adapters (the trained ones
-under ``var/adapters`` when training produced them, untrained stand-ins otherwise). It starts
+Tiny model standing in for both bases, the bundled snapshot, both adapters: the shipped
+release adapters (``service/release_adapters``) first; when training produced a newer
+version under ``var/adapters`` (``make demo`` trains one on the CPU slice), the service
+hot-swaps to it after the first forecast and forecasts again. It starts
 the real service on a loopback port, then over HTTP: checks readiness, forecasts one ticker,
 sends keyed requests through the 50/50 A/B split (and repeats one key to show stickiness),
 scores the closed week against realized returns, and prints the ``/metrics`` lines that
@@ -28,7 +30,10 @@ from pydantic import SecretStr
 
 from forecast.settings import DataSettings, market_data_from_settings
 from service.app import create_app
+from service.demo_adapters import release_version
+from service.engine import resolve_model_id
 from service.main import Server, close_engines, prepare_settings, start_engines
+from service.manifest import versions_on_disk
 from service.settings import ServiceSettings
 
 SHOWN = re.compile(
@@ -72,7 +77,9 @@ def show(title: str, payload: Any) -> None:
     print(payload if isinstance(payload, str) else json.dumps(payload, indent=2))
 
 
-async def walkthrough(url: str, token: str, ticker: str, n_ab: int) -> None:
+async def walkthrough(
+    url: str, token: str, ticker: str, n_ab: int, swaps: dict[str, tuple[str, str]] | None = None
+) -> None:
     admin = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, timeout=None) as c:
         show("readiness  GET /readyz", (await c.get("/readyz")).json())
@@ -83,6 +90,13 @@ async def walkthrough(url: str, token: str, ticker: str, n_ab: int) -> None:
                               "parse_error", "adapter", "base_model", "arm", "freshness", "latency",
                               "generated_tokens", "raw_text")
         })
+        for name, (release, version) in (swaps or {}).items():
+            swapped = await c.post("/v1/adapters", headers=admin, json={"name": name, "version": version})
+            show(f"hot-swap  POST /v1/adapters {{name: {name}, version: {version}}}  "
+                 f"(the version trained above, in place of the release adapter {release})", swapped.json())
+        if swaps:
+            r = (await c.post("/v1/forecast", json={"ticker": ticker})).json()
+            show(f"forecast after the swap  POST /v1/forecast {{ticker: {ticker}}}", readable(r))
         show("routing  GET /v1/routing", (await c.get("/v1/routing", headers=admin)).json())
         replies = await asyncio.gather(*(
             c.post("/v1/forecast", json={"ticker": ticker}, headers={"X-Client-Key": f"client-{i}"})
@@ -104,6 +118,23 @@ async def walkthrough(url: str, token: str, ticker: str, n_ab: int) -> None:
              "\n".join(line for line in metrics.splitlines() if SHOWN.match(line)))
 
 
+def release_first(settings: ServiceSettings) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """Preload entries that pin each adapter to its release version when a newer one is on
+    disk, and the swaps (name -> (release, newest version)) to make once the service is up."""
+    preload: list[str] = []
+    swaps: dict[str, tuple[str, str]] = {}
+    for spec in settings.preload:
+        name = spec.partition("@")[0]
+        versions = versions_on_disk(settings.adapter_root, name)
+        release = release_version(name, resolve_model_id(settings.engines[0]))
+        if "@" not in spec and release in versions and versions[-1] != release:
+            preload.append(f"{name}@{release}")
+            swaps[name] = (release, versions[-1])
+        else:
+            preload.append(spec)
+    return preload, swaps
+
+
 async def run(args: argparse.Namespace) -> None:
     token = secrets.token_urlsafe(16)
     data = DataSettings()
@@ -112,7 +143,10 @@ async def run(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
     )
     settings = prepare_settings(settings, data, demo_adapters=True)
-    settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+    # Start on the shipped release adapter; a newer version (the one the demo just trained)
+    # is hot-swapped in during the walkthrough.
+    preload, swaps = release_first(settings)
+    settings = settings.model_copy(update={"admin_token": SecretStr(token), "preload": preload})
     print(f"adapters: {settings.preload} from {settings.adapter_root}; starting the engines ...")
     engines = await start_engines(settings)
     try:
@@ -124,7 +158,7 @@ async def run(args: argparse.Namespace) -> None:
                 serving.result()
             await asyncio.sleep(0.1)
         try:
-            await walkthrough(f"http://127.0.0.1:{args.port}", token, args.ticker, args.ab_requests)
+            await walkthrough(f"http://127.0.0.1:{args.port}", token, args.ticker, args.ab_requests, swaps)
         finally:
             server.should_exit = True
             await serving

@@ -130,8 +130,15 @@ class EvalSettings:
     answer_grammar: bool = True
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # vLLM; auto: as the service
     kv_cache_gib: int = 1  # vLLM on CPU (a GPU sizes it from its free memory)
+    # vLLM's structured-output backend for the answer expression (as the service's engine
+    # setting): "auto" lets vLLM choose; a build that lacks one names the other.
+    structured_output_backend: Literal["auto", "xgrammar", "guidance"] = "auto"
+    # None: eager on CPU (compiled mode starts in minutes there), CUDA graphs on a GPU.
+    enforce_eager: bool | None = None
 
     def validate(self) -> None:
+        if self.structured_output_backend not in ("auto", "xgrammar", "guidance"):
+            raise ValueError(f"unknown structured-output backend {self.structured_output_backend!r}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be positive")
         if self.backend not in ("vllm", "transformers"):

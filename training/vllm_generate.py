@@ -75,7 +75,8 @@ def llm_kwargs(
     kwargs: dict[str, Any] = {
         "model": model_path,
         "dtype": resolve_dtype(settings.dtype, gpu),
-        "enforce_eager": not gpu,  # compiled mode starts in minutes on CPU
+        # compiled mode starts in minutes on CPU
+        "enforce_eager": not gpu if settings.enforce_eager is None else settings.enforce_eager,
         "enable_lora": True,
         "max_loras": 1,  # one checkpoint at a time
         "max_cpu_loras": 2,
@@ -85,6 +86,8 @@ def llm_kwargs(
     }
     if not gpu:
         kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib << 30
+    if settings.structured_output_backend != "auto":
+        kwargs["structured_outputs_config"] = {"backend": settings.structured_output_backend}
     return kwargs
 
 
@@ -171,6 +174,10 @@ def vllm_checkpoints(
     gpu = on_gpu() if gpu is None else gpu
     kwargs = llm_kwargs(model_path, settings, lora_rank, max_model_len, gpu)
     started = time.perf_counter()
+    if "structured_outputs_config" in kwargs:
+        from vllm.config import StructuredOutputsConfig
+
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(**kwargs["structured_outputs_config"])
     llm = LLM(**kwargs)
     seconds = time.perf_counter() - started
     log.info("vLLM engine on %s (%s) started in %.1f s", model_path, kwargs["dtype"], seconds)

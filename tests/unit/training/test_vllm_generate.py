@@ -30,6 +30,16 @@ def test_cpu_engine_is_eager_with_an_explicit_kv_cache(tmp_path: Path) -> None:
     gpu = llm_kwargs("m", EvalSettings(), lora_rank=8, max_model_len=1200, gpu=True)
     assert gpu["enforce_eager"] is False and "kv_cache_memory_bytes" not in gpu
     assert gpu["dtype"] == "bfloat16"
+    assert "structured_outputs_config" not in gpu  # auto: vLLM's own choice
+
+
+def test_eval_engine_takes_a_backend_and_eager_mode_from_the_preset() -> None:
+    settings = EvalSettings(structured_output_backend="guidance", enforce_eager=True)
+    kwargs = llm_kwargs("m", settings, lora_rank=8, max_model_len=1200, gpu=True)
+    assert kwargs["structured_outputs_config"] == {"backend": "guidance"}
+    assert kwargs["enforce_eager"] is True
+    with pytest.raises(ValueError, match="backend"):
+        EvalSettings(structured_output_backend="outlines").validate()  # type: ignore[arg-type]
 
 
 def test_auto_dtype_follows_the_cpus_bf16_support(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
