@@ -67,12 +67,12 @@ def pct(values: list[float], q: float) -> float:
 
 def settings_for(work: Path, deadline_s: float) -> ServiceSettings:
     root = work / "adapters"
-    write_stub_adapter(root, "llama-fingpt", "v1", "llama")
-    write_stub_adapter(root, "deepseek-fingpt", "v1", "deepseek")
+    write_stub_adapter(root, "fingpt-llama", "v1", "llama")
+    write_stub_adapter(root, "fingpt-deepseek", "v1", "deepseek")
     return ServiceSettings(
         _env_file=None,  # type: ignore[call-arg]
         admin_token=TOKEN, adapter_root=root, db_url=f"sqlite:///{work / 'forecasts.sqlite3'}",
-        preload=["llama-fingpt@v1", "deepseek-fingpt@v1"], default_as_of=SNAPSHOT_LATEST,
+        preload=["fingpt-llama@v1", "fingpt-deepseek@v1"], default_as_of=SNAPSHOT_LATEST,
         max_new_tokens=64, weeks=2, news_per_week=2, provider_deadline_s=deadline_s,
     )
 

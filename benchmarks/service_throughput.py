@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from forecast.basemodels import BASES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULT = ROOT / "benchmarks" / "results" / "service_throughput.json"
@@ -133,7 +135,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         with_financials=False, max_inflight=1024,
         engines=[
             EngineSettings(base=b, kv_cache_gib=1, max_model_len=4096, dtype=args.dtype)
-            for b in ("llama", "deepseek")
+            for b in BASES
         ],
     )
     settings = prepare_settings(settings, DataSettings(), demo_adapters=True)

@@ -36,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from forecast.basemodels import BASES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -123,7 +125,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         adapter_root=args.adapter_root, db_url=f"sqlite:///{work / 'forecasts.sqlite3'}",
         admin_token=SecretStr(token), max_new_tokens=args.max_new_tokens, max_inflight=1024,
         weeks=args.weeks, news_per_week=args.news, with_financials=False,
-        engines=[EngineSettings(base=b, kv_cache_gib=1, max_model_len=4096) for b in ("llama", "deepseek")],
+        engines=[EngineSettings(base=b, kv_cache_gib=1, max_model_len=4096) for b in BASES],
     )
     settings = prepare_settings(settings, DataSettings(), demo_adapters=True)
     targets = args.adapters or [

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import uvicorn
 
-from forecast.basemodels import materialize_tiny_model
+from forecast.basemodels import TINY_MODEL_DIR, materialize_tiny_model
 from forecast.providers.base import MarketData
 from forecast.settings import DataSettings, market_data_from_settings
 from service.engine import EngineClient, VLLMEngine, gpu_count, on_gpu, resolve_model_id
 from service.logfilters import redact_access_log
 from service.preflight import PreflightError, preflight
-from service.settings import TINY_MODEL_DIR, ServiceSettings
+from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
 

@@ -24,7 +24,7 @@ import uvicorn
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
 
 DEADLINE_S = 300.0  # how long to wait for scrapes on a loaded machine; not a timing claim
-ADAPTERS = ("llama-fingpt", "deepseek-fingpt")
+ADAPTERS = ("fingpt-llama", "fingpt-deepseek")
 RULE = "adapter:forecast_samples_per_second:rate20s"
 
 

@@ -30,9 +30,9 @@ def market() -> SnapshotMarketData:
 @pytest.fixture
 def adapter_root(tmp_path: Path) -> Path:
     root = tmp_path / "adapters"
-    write_stub_adapter(root, "llama-fingpt", "v1", "llama")
-    write_stub_adapter(root, "llama-fingpt", "v2", "llama")
-    write_stub_adapter(root, "deepseek-fingpt", "v1", "deepseek")
+    write_stub_adapter(root, "fingpt-llama", "v1", "llama")
+    write_stub_adapter(root, "fingpt-llama", "v2", "llama")
+    write_stub_adapter(root, "fingpt-deepseek", "v1", "deepseek")
     return root
 
 
@@ -48,7 +48,7 @@ def make_settings(db_url: str, adapter_root: Path) -> Callable[..., ServiceSetti
             "admin_token": TOKEN,
             "adapter_root": adapter_root,
             "db_url": db_url,
-            "preload": ["llama-fingpt@v1", "deepseek-fingpt@v1"],
+            "preload": ["fingpt-llama@v1", "fingpt-deepseek@v1"],
             "max_new_tokens": 64,
             "weeks": 2,
             "news_per_week": 2,

@@ -50,15 +50,15 @@ def build_app(tmp: Path | None) -> Any:
     root = (tmp or Path("/nonexistent")) / "adapters"
     if tmp is not None:
         for name, version, base in (
-            ("llama-fingpt", "v1", "llama"), ("llama-fingpt", "v2", "llama"),
-            ("deepseek-fingpt", "v1", "deepseek"),
+            ("fingpt-llama", "v1", "llama"), ("fingpt-llama", "v2", "llama"),
+            ("fingpt-deepseek", "v1", "deepseek"),
         ):
             write_stub_adapter(root, name, version, base)
     settings_ = ServiceSettings(
         _env_file=None,  # type: ignore[call-arg]
         admin_token=TOKEN, adapter_root=root,
         db_url=f"sqlite:///{tmp / 'forecasts.sqlite3'}" if tmp else "sqlite://",
-        preload=["llama-fingpt@v1", "deepseek-fingpt@v1"], max_new_tokens=32, weeks=1,
+        preload=["fingpt-llama@v1", "fingpt-deepseek@v1"], max_new_tokens=32, weeks=1,
         news_per_week=1, max_batch=8,
     )
     engines = {"llama": FakeEngine("llama"), "deepseek": FakeEngine("deepseek")}

@@ -27,7 +27,7 @@ from service.testing import FakeEngine, write_stub_adapter
 
 TOKEN = "load-admin-token-31"
 DURATION_S = 30.0
-LLAMA, DEEPSEEK = "llama-fingpt", "deepseek-fingpt"
+LLAMA, DEEPSEEK = "fingpt-llama", "fingpt-deepseek"
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
