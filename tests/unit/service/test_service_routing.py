@@ -79,7 +79,7 @@ async def test_split_and_stickiness_through_the_api(serve: Any, admin: dict[str,
             r = await client.post("/v1/forecast", json={"ticker": "KO"}, headers={"X-Client-Key": f"c{i}"})
             body = r.json()
             assert body["arm"] == r.headers["X-Forecast-Arm"]
-            assert body["adapter"].startswith("llama" if body["arm"] == "A" else "deepseek")
+            assert body["adapter"].startswith("fingpt-llama@" if body["arm"] == "A" else "fingpt-deepseek@")
             arms[body["arm"]] += 1
         repeats = {
             (await client.post("/v1/forecast", json={"ticker": "KO"}, headers={"X-Client-Key": "c7"})).json()["arm"]
