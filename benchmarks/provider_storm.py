@@ -47,10 +47,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, write_result  # noqa: E402
 from forecast.providers.cache import CachedMarketData  # noqa: E402
-from forecast.providers.snapshot import SnapshotMarketData  # noqa: E402
+from forecast.providers.snapshot import SNAPSHOT_LATEST, SnapshotMarketData  # noqa: E402
 from forecast.universe import members  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.main import SNAPSHOT_LATEST  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from service.testing import FakeEngine, StormyLive, write_stub_adapter  # noqa: E402
 

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from forecast.basemodels import BASES
 from forecast.providers.snapshot import SnapshotMarketData
-from service.app import create_app
+from service.bootstrap import running
 from service.engine import EngineClient, VLLMEngine
 from service.settings import EngineSettings, ServiceSettings
 from service.testing import write_peft_adapter
@@ -75,8 +75,7 @@ def settings(adapter_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Se
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def app(settings: ServiceSettings, engines: dict[str, EngineClient]) -> AsyncIterator[Any]:
-    application = create_app(settings, engines, SnapshotMarketData(), now=lambda: NOW)
-    async with application.router.lifespan_context(application):
+    async with running(settings, SnapshotMarketData(), engines, now=lambda: NOW) as application:
         yield application
 
 

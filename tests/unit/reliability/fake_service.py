@@ -20,9 +20,9 @@ from pathlib import Path
 
 import uvicorn
 
-from forecast.providers.snapshot import SnapshotMarketData
+from forecast.providers.snapshot import SNAPSHOT_LATEST, SnapshotMarketData
 from service.app import create_app
-from service.main import SNAPSHOT_LATEST, Server
+from service.main import Server
 from service.settings import ServiceSettings
 from service.testing import FakeEngine, write_stub_adapter
 
