@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from reliability_harness import serve_http
 from schemathesis.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -27,6 +26,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.http import serve_http
 
 from forecast.providers.snapshot import SnapshotMarketData
 from service.app import create_app

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_harness import serve_http
+from support.http import serve_http
 
 from clients.loadgen import LoadConfig, Reweight, Swap, run_load
 from forecast.providers.snapshot import SnapshotMarketData
