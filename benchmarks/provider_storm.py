@@ -48,10 +48,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, write_result  # noqa: E402
 from forecast.providers.cache import CachedMarketData  # noqa: E402
-from forecast.providers.snapshot import SnapshotMarketData  # noqa: E402
+from forecast.providers.snapshot import SNAPSHOT_LATEST, SnapshotMarketData  # noqa: E402
 from forecast.universe import members  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.main import SNAPSHOT_LATEST  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from service.testing import FakeEngine, StormyLive, write_stub_adapter  # noqa: E402
 
@@ -68,12 +67,12 @@ def pct(values: list[float], q: float) -> float:
 
 def settings_for(work: Path, deadline_s: float) -> ServiceSettings:
     root = work / "adapters"
-    write_stub_adapter(root, "llama-fingpt", "v1", "llama")
-    write_stub_adapter(root, "deepseek-fingpt", "v1", "deepseek")
+    write_stub_adapter(root, "fingpt-llama", "v1", "llama")
+    write_stub_adapter(root, "fingpt-deepseek", "v1", "deepseek")
     return ServiceSettings(
         _env_file=None,  # type: ignore[call-arg]
         admin_token=TOKEN, adapter_root=root, db_url=f"sqlite:///{work / 'forecasts.sqlite3'}",
-        preload=["llama-fingpt@v1", "deepseek-fingpt@v1"], default_as_of=SNAPSHOT_LATEST,
+        preload=["fingpt-llama@v1", "fingpt-deepseek@v1"], default_as_of=SNAPSHOT_LATEST,
         max_new_tokens=64, weeks=2, news_per_week=2, provider_deadline_s=deadline_s,
     )
 

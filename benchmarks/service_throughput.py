@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from forecast.basemodels import BASES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULT = ROOT / "benchmarks" / "results" / "service_throughput.json"
@@ -118,8 +120,7 @@ async def run_batch_case(
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from forecast.providers.snapshot import SnapshotMarketData
-    from service.app import create_app
-    from service.main import close_engines, prepare_settings, start_engines
+    from service.bootstrap import prepare_settings, running
     from service.settings import EngineSettings, ServiceSettings
 
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
@@ -133,26 +134,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         with_financials=False, max_inflight=1024,
         engines=[
             EngineSettings(base=b, kv_cache_gib=1, max_model_len=4096, dtype=args.dtype)
-            for b in ("llama", "deepseek")
+            for b in BASES
         ],
     )
     settings = prepare_settings(settings, DataSettings(), demo_adapters=True)
-    engines = await start_engines(settings)
-    try:
-        app = create_app(settings, engines, SnapshotMarketData())
-        async with app.router.lifespan_context(app):
-            aliases = sorted(app.state.service.registry.aliases)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=None) as c:
-                await run_case(c, "warm-up", aliases, len(aliases), len(aliases))
-                cases = [await run_case(c, a, [a], args.requests, args.concurrency) for a in aliases]
-                cases.append(await run_case(c, "A/B 50/50", aliases, args.requests, args.concurrency))
-                assert settings.default_as_of is not None
-                batch = await run_batch_case(
-                    c, aliases[0], settings.engines[0].max_num_seqs, settings.default_as_of
-                )
-    finally:
-        await close_engines(engines)
+    async with running(settings, SnapshotMarketData()) as app:
+        aliases = sorted(app.state.service.registry.aliases)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=None) as c:
+            await run_case(c, "warm-up", aliases, len(aliases), len(aliases))
+            cases = [await run_case(c, a, [a], args.requests, args.concurrency) for a in aliases]
+            cases.append(await run_case(c, "A/B 50/50", aliases, args.requests, args.concurrency))
+            assert settings.default_as_of is not None
+            batch = await run_batch_case(
+                c, aliases[0], settings.engines[0].max_num_seqs, settings.default_as_of
+            )
     return {
         "benchmark": "service_throughput",
         "config": vars(args),

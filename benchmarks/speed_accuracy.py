@@ -36,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from forecast.basemodels import BASES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -109,9 +111,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from forecast.providers.snapshot import SnapshotMarketData
     from forecast.settings import DataSettings
-    from service.app import create_app
     from service.backfill import replay, sundays
-    from service.main import close_engines, prepare_settings, start_engines
+    from service.bootstrap import prepare_settings, running
     from service.manifest import versions_on_disk
     from service.settings import EngineSettings, ServiceSettings
 
@@ -125,7 +126,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         weeks=args.weeks, news_per_week=args.news, with_financials=False,
         engines=[
             EngineSettings(**({"base": b, "kv_cache_gib": 1, "max_model_len": 4096} | args.engine))
-            for b in ("llama", "deepseek")
+            for b in BASES
         ],
     )
     settings = prepare_settings(settings, DataSettings(), demo_adapters=True)
@@ -133,40 +134,35 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         f"{name}@{v}" for name in settings.preload for v in versions_on_disk(args.adapter_root, name)
     ]
     weeks = sundays(args.start, args.end)
-    engines = await start_engines(settings)
     rows: list[dict[str, Any]] = []
-    try:
-        app = create_app(settings, engines, SnapshotMarketData())
-        async with app.router.lifespan_context(app):
-            admin = {"Authorization": f"Bearer {token}"}
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=None) as c:
-                for target in targets:
-                    name, version = target.split("@", 1)
-                    r = await c.post("/v1/adapters", headers=admin,
-                                     json={"name": name, "version": version, "promote": False})
-                    if r.status_code not in (201, 409):
-                        r.raise_for_status()
-                await replay(c, weeks[:1], args.tickers[:2], targets, token, args.concurrency)  # warm-up
-                with app.state.service.forecast_log.engine.begin() as conn:  # this run's own log
-                    conn.execute(text("DELETE FROM forecasts"))
-                for target in targets:
-                    t0 = time.perf_counter()
-                    report = await replay(c, weeks, args.tickers, [target], token, args.concurrency)
-                    wall = time.perf_counter() - t0
-                    name, version = target.split("@", 1)
-                    card = next(v for v in report["scorecards"][target]["versions"] if v["version"] == version)
-                    manifest = json.loads((args.adapter_root / name / version / "adapter.json").read_text())
-                    errors = squared_errors_logged(app.state.service.forecast_log.engine, name, version)
-                    rows.append({
-                        **card, **intervals(card["scored"], card["binary_accuracy"], errors, args.seed),
-                        "adapter": target, "trained": "note" not in manifest,
-                        "base_model": manifest.get("base_model"), "requests": report["requests"],
-                        "failed": len(report["failed"]), "wall_s": wall,
-                        "forecasts_per_s": report["requests"] / wall,
-                    })
-    finally:
-        await close_engines(engines)
+    async with running(settings, SnapshotMarketData()) as app:
+        admin = {"Authorization": f"Bearer {token}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=None) as c:
+            for target in targets:
+                name, version = target.split("@", 1)
+                r = await c.post("/v1/adapters", headers=admin,
+                                 json={"name": name, "version": version, "promote": False})
+                if r.status_code not in (201, 409):
+                    r.raise_for_status()
+            await replay(c, weeks[:1], args.tickers[:2], targets, token, args.concurrency)  # warm-up
+            with app.state.service.forecast_log.engine.begin() as conn:  # this run's own log
+                conn.execute(text("DELETE FROM forecasts"))
+            for target in targets:
+                t0 = time.perf_counter()
+                report = await replay(c, weeks, args.tickers, [target], token, args.concurrency)
+                wall = time.perf_counter() - t0
+                name, version = target.split("@", 1)
+                card = next(v for v in report["scorecards"][target]["versions"] if v["version"] == version)
+                manifest = json.loads((args.adapter_root / name / version / "adapter.json").read_text())
+                errors = squared_errors_logged(app.state.service.forecast_log.engine, name, version)
+                rows.append({
+                    **card, **intervals(card["scored"], card["binary_accuracy"], errors, args.seed),
+                    "adapter": target, "trained": "note" not in manifest,
+                    "base_model": manifest.get("base_model"), "requests": report["requests"],
+                    "failed": len(report["failed"]), "wall_s": wall,
+                    "forecasts_per_s": report["requests"] / wall,
+                })
     return {
         "benchmark": "speed_accuracy",
         "machine": machine(),

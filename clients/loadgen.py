@@ -2,7 +2,7 @@
 
     python -m clients.loadgen --url http://127.0.0.1:8000 --concurrency 16 --duration 300 \\
         --tickers AAPL,MSFT,KO --client-keys 200 --stream \\
-        --swap-at 60:llama-fingpt@v2 --reweight-at 120:llama-fingpt=0.3,deepseek-fingpt=0.7 \\
+        --swap-at 60:fingpt-llama@v2 --reweight-at 120:fingpt-llama=0.3,fingpt-deepseek=0.7 \\
         --out benchmarks/results/loadgen_run.json
 
 Each worker loops: pick a ticker and a client key (``X-Client-Key``, so A/B stays sticky),

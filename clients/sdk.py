@@ -558,9 +558,15 @@ class AsyncClient(_Core):
     ) -> Routing:
         return await self._json(_Endpoints.set_routing(arms, shadow, shadow_fraction), Routing)
 
-    async def reweight(self, weights: Mapping[str, float], *, shadow: str | None = None) -> Routing:
+    async def reweight(
+        self,
+        weights: Mapping[str, float],
+        *,
+        shadow: str | None = None,
+        keep_others: bool = True,
+    ) -> Routing:
         current = await self.routing()
-        arms = reweighted(current, weights)
+        arms = reweighted(current, weights, keep_others=keep_others)
         return await self.set_routing(
             arms, shadow=shadow or current.shadow, shadow_fraction=current.shadow_fraction
         )

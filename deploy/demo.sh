@@ -13,7 +13,7 @@ echo "### 1/3 Domain core: prompts from the bundled snapshot; GPT-4 and naive ba
 echo
 echo "### 2/3 Training: a LoRA adapter for each base (tiny stand-in model) under deepspeed"
 if [ -z "${DEMO_SKIP_TRAIN:-}" ]; then
-  "$BIN/python" -m training both --config training/configs/cpu_tiny.json --report-dir var/demo/report
+  "$BIN/python" -m training all --config training/configs/cpu_tiny.json --report-dir var/demo/report
 else
   echo "(DEMO_SKIP_TRAIN set: serving the adapters already under var/adapters)"
 fi

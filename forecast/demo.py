@@ -15,7 +15,7 @@ from forecast.bins import Bin
 from forecast.dataset import official_rows
 from forecast.metrics import Score, naive_baselines, score
 from forecast.providers.base import MarketData
-from forecast.providers.snapshot import SnapshotMarketData
+from forecast.providers.snapshot import SNAPSHOT_LATEST, SnapshotMarketData
 from forecast.templates import ChatFormat, render_chat
 from forecast.universe import members
 from forecast.windows import build_prompt, weekly_labels
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tickers", nargs="+", default=["AAPL", "MSFT", "KO"])
     ap.add_argument("--historical", type=dt.date.fromisoformat, default=dt.date(2023, 11, 5))
     ap.add_argument(
-        "--latest", type=dt.date.fromisoformat, default=dt.date(2023, 12, 31),
+        "--latest", type=dt.date.fromisoformat, default=SNAPSHOT_LATEST,
         help="the snapshot's most recent week with news (its 'this week'; live data: today)",
     )
     ap.add_argument("--format", choices=[f.value for f in ChatFormat], default=ChatFormat.LLAMA3.value)

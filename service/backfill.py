@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from forecast.providers.snapshot import SNAPSHOT_LATEST
 from forecast.windows import week_start
 
 DEFAULT_TICKERS = ("AAPL", "MSFT", "KO", "JPM", "CVX", "WMT")
@@ -101,8 +102,7 @@ async def in_process(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, str, list[str]]]:
     """The service built here, over its configured engines (or fakes), without a socket."""
     from forecast.settings import DataSettings, market_data_from_settings
-    from service.app import create_app
-    from service.main import close_engines, prepare_settings, start_engines
+    from service.bootstrap import prepare_settings, running
     from service.settings import ServiceSettings
 
     token = secrets.token_urlsafe(16)
@@ -111,22 +111,15 @@ async def in_process(
         updates["db_url"] = db_url
     data = DataSettings()
     settings = prepare_settings(ServiceSettings(), data, demo_adapters=True).model_copy(update=updates)
+    engines: dict[str, Any] | None = None  # None: the configured engines, started by running()
     if fake:
         from service.testing import FakeEngine
 
-        engines: dict[str, Any] = {
-            e.base: FakeEngine(e.base, model_id=_model_id(e)) for e in settings.engines
-        }
-    else:
-        engines = dict(await start_engines(settings))
-    try:
-        app = create_app(settings, engines, market_data_from_settings(data))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://backfill", timeout=None) as c:
-                yield c, token, list(app.state.service.registry.aliases)
-    finally:
-        await close_engines(engines)
+        engines = {e.base: FakeEngine(e.base, model_id=_model_id(e)) for e in settings.engines}
+    async with running(settings, market_data_from_settings(data), engines) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://backfill", timeout=None) as c:
+            yield c, token, list(app.state.service.registry.aliases)
 
 
 def _model_id(spec: Any) -> str:
@@ -152,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m service.backfill", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2023, 12, 3))
-    p.add_argument("--end", type=dt.date.fromisoformat, default=dt.date(2023, 12, 31))
+    p.add_argument("--end", type=dt.date.fromisoformat, default=SNAPSHOT_LATEST)
     p.add_argument("--tickers", nargs="+", default=list(DEFAULT_TICKERS))
     p.add_argument("--adapters", nargs="*", help="aliases or name@version; default: all served")
     p.add_argument("--concurrency", type=int, default=4)

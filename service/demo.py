@@ -29,10 +29,10 @@ import uvicorn
 from pydantic import SecretStr
 
 from forecast.settings import DataSettings, market_data_from_settings
-from service.app import create_app
+from service.bootstrap import prepare_settings, running
 from service.demo_adapters import release_version
 from service.engine import resolve_model_id
-from service.main import Server, close_engines, prepare_settings, start_engines
+from service.main import Server
 from service.manifest import versions_on_disk
 from service.settings import ServiceSettings
 
@@ -148,10 +148,11 @@ async def run(args: argparse.Namespace) -> None:
     preload, swaps = release_first(settings)
     settings = settings.model_copy(update={"admin_token": SecretStr(token), "preload": preload})
     print(f"adapters: {settings.preload} from {settings.adapter_root}; starting the engines ...")
-    engines = await start_engines(settings)
-    try:
-        app = create_app(settings, engines, market_data_from_settings(data))
-        server = Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning"))
+    async with running(settings, market_data_from_settings(data)) as app:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off"
+        )
+        server = Server(config)
         serving = asyncio.create_task(server.serve())
         while not server.started:
             if serving.done():
@@ -162,8 +163,6 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             server.should_exit = True
             await serving
-    finally:
-        await close_engines(engines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,8 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from forecast.basemodels import BASES, TINY_MODEL_ID
-from service.manifest import MANIFEST, versions_on_disk
+from forecast.basemodels import BASES, TINY_MODEL_ID, adapter_name
+from forecast.manifest import MANIFEST, AdapterManifest, LoraShape, write_manifest
+from service.manifest import versions_on_disk
 
 RELEASE_ROOT = Path(__file__).resolve().parent / "release_adapters"
 
@@ -31,20 +32,18 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 def manifest_for(
     name: str, version: str, base: str, *, base_model: str, r: int = 8, **extra: Any
-) -> dict[str, Any]:
-    return {
+) -> AdapterManifest:
+    """The manifest of an untrained stand-in; ``extra`` sets or adds fields."""
+    fields: dict[str, Any] = {
         "name": name,
         "version": version,
         "base_model": base_model,
         "served_base": base,
-        "chat_format": str(BASES[base].chat_format),
-        "lora": {"r": r, "alpha": 2 * r, "dropout": 0.0, "target_modules": TARGETS},
-        "data_window": None,
-        "metrics": {},
-        "code_revision": None,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        **extra,
+        "chat_format": BASES[base].chat_format,
+        "lora": LoraShape(r=r, alpha=2 * r, dropout=0.0, target_modules=TARGETS),
+        "created_at": dt.datetime.now(dt.UTC),
     }
+    return AdapterManifest.model_validate(fields | extra)
 
 
 def write_peft_adapter(
@@ -62,8 +61,8 @@ def write_peft_adapter(
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, init_lora_weights=False)
     get_peft_model(model, config).save_pretrained(str(path))
-    fields = manifest_for(name, version, base, base_model=base_model, note="untrained stand-in")
-    (path / MANIFEST).write_text(json.dumps(fields, indent=2))  # last: marks the dir complete
+    manifest = manifest_for(name, version, base, base_model=base_model, note="untrained stand-in")
+    write_manifest(path, manifest)  # last: marks the dir complete
     return path
 
 
@@ -84,7 +83,7 @@ def seed_release_adapters(
     adapter already under that version is left alone (and not reported as the release)."""
     seeded: dict[str, str] = {}
     for base in bases:
-        name = f"fingpt-{base}"
+        name = adapter_name(base)
         version = release_version(name, base_model, shipped)
         if version is None:
             continue
@@ -103,12 +102,12 @@ def seed_release_adapters(
 def ensure_demo_adapters(
     model_dir: Path, root: Path, bases: list[str], base_model: str, shipped: Path = RELEASE_ROOT
 ) -> list[str]:
-    """``fingpt-<base>`` names (as training names them) for ``bases``: the shipped release
-    adapters seeded, and an untrained stand-in written only where no version exists."""
+    """Adapter names (``adapter_name``, as training names them) for ``bases``: the shipped
+    release adapters seeded, and an untrained stand-in written only where no version exists."""
     seed_release_adapters(root, bases, base_model, shipped)
     names = []
     for i, base in enumerate(bases):
-        name = f"fingpt-{base}"
+        name = adapter_name(base)
         if not (root / name).is_dir() or not versions_on_disk(root, name):
             write_peft_adapter(model_dir, root, name, "v0", base, base_model=base_model, seed=i)
         names.append(name)

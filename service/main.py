@@ -13,69 +13,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 
 import uvicorn
 
-from forecast.basemodels import materialize_tiny_model
 from forecast.providers.base import MarketData
+from forecast.providers.snapshot import SNAPSHOT_LATEST
 from forecast.settings import DataSettings, market_data_from_settings
-from service.engine import EngineClient, VLLMEngine, gpu_count, on_gpu, resolve_model_id
+from service.bootstrap import (
+    close_engines,
+    engine_starter,
+    prepare_settings,
+    running,
+    start_engines,
+)
+from service.engine import VLLMEngine, gpu_count, on_gpu
 from service.logfilters import redact_access_log
 from service.preflight import PreflightError, preflight
-from service.settings import TINY_MODEL_DIR, ServiceSettings
+from service.settings import ServiceSettings
+
+__all__ = [
+    "SNAPSHOT_LATEST", "Server", "VLLMEngine", "close_engines", "engine_starter", "main",
+    "prepare_settings", "serve", "start_engines",
+]
 
 log = logging.getLogger("service")
-
-SNAPSHOT_LATEST = dt.date(2023, 12, 31)  # the snapshot's last week with news
-
-
-def prepare_settings(settings: ServiceSettings, data: DataSettings, demo_adapters: bool) -> ServiceSettings:
-    updates: dict[str, object] = {}
-    if settings.default_as_of is None and data.data_source == "snapshot":
-        updates["default_as_of"] = SNAPSHOT_LATEST
-    if any(Path(e.model) == TINY_MODEL_DIR for e in settings.engines):
-        materialize_tiny_model(TINY_MODEL_DIR)
-    if demo_adapters:
-        from service.demo_adapters import ensure_demo_adapters
-
-        first = settings.engines[0]
-        names = ensure_demo_adapters(
-            Path(first.model), settings.adapter_root, [e.base for e in settings.engines],
-            base_model=resolve_model_id(first),
-        )
-        updates["preload"] = list(dict.fromkeys([*settings.preload, *names]))
-    return settings.model_copy(update=updates)
-
-
-async def start_engines(settings: ServiceSettings) -> dict[str, EngineClient]:
-    engines: dict[str, EngineClient] = {}
-    for spec in settings.engines:
-        engines[spec.base] = VLLMEngine.start(spec)  # inside the serving loop, on purpose
-    return engines
-
-
-def engine_starter(settings: ServiceSettings) -> Callable[[str], Awaitable[EngineClient]]:
-    """Start a replacement engine for a base, in a worker thread: the serving loop keeps
-    answering (503 for that base, the others as usual) while it loads."""
-    specs = {spec.base: spec for spec in settings.engines}
-
-    async def start(base: str) -> EngineClient:
-        return await asyncio.to_thread(VLLMEngine.start, specs[base])
-
-    return start
-
-
-async def close_engines(engines: Mapping[str, EngineClient]) -> None:
-    for engine in engines.values():
-        try:
-            await engine.aclose()
-        except Exception:
-            log.exception("engine shutdown failed")
 
 
 class Server(uvicorn.Server):
@@ -94,19 +58,14 @@ class Server(uvicorn.Server):
 
 
 async def serve(settings: ServiceSettings, market: MarketData) -> None:
-    from service.app import create_app
-
-    engines = await start_engines(settings)
-    try:
-        app = create_app(settings, engines, market, restart=engine_starter(settings))
+    async with running(settings, market, restart=engine_starter(settings)) as app:
+        # The lifespan is running()'s: uvicorn only serves (and drains) the started app.
         config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="info", lifespan="on",
+            app, host=settings.host, port=settings.port, log_level="info", lifespan="off",
             timeout_graceful_shutdown=30,
         )
         redact_access_log()  # a ?token= in a request line is masked before it is logged
         await Server(config).serve()
-    finally:
-        await close_engines(engines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,9 @@
 """The adapter contract with training: a peft LoRA directory plus an ``adapter.json`` manifest.
 
 Layout: ``<adapter_root>/<name>/<version>/`` holding ``adapter_config.json``,
-``adapter_model.safetensors`` and ``adapter.json``. This module validates one such directory
-without importing training/ or torch: the manifest's fields, its agreement with the directory
+``adapter_model.safetensors`` and ``adapter.json`` (its schema: :mod:`forecast.manifest`). This
+module validates one such directory without importing training/ or torch: the manifest's
+fields, its agreement with the directory
 it sits in and with peft's own config, and that the weights file is a readable safetensors
 file. Paths are confined to the adapter root: names are single safe path segments and the
 resolved directory (and every file in it) must stay under the root, symlinks included.
@@ -10,61 +11,25 @@ resolved directory (and every file in it) must stay under the root, symlinks inc
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
 import re
 import struct
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from forecast.basemodels import BASES
-from forecast.templates import ChatFormat
+from forecast.manifest import MANIFEST, SEGMENT, AdapterManifest, LoraShape, load_manifest
 from service.errors import AdapterError, Forbidden, NotFound
+
+__all__ = ["MANIFEST", "PEFT_CONFIG", "SEGMENT", "WEIGHTS", "AdapterManifest", "LoraShape"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "adapter.json"
 PEFT_CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
-SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class LoraShape(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    r: int = Field(ge=1)
-    alpha: float = Field(gt=0, allow_inf_nan=False)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
-    target_modules: list[str] = Field(min_length=1)
-
-
-class AdapterManifest(BaseModel):
-    """``adapter.json`` as training writes it. Unknown extra fields are kept, not rejected,
-    so a newer trainer does not break an older service."""
-
-    model_config = ConfigDict(frozen=True, extra="allow", protected_namespaces=())
-
-    name: str = Field(pattern=SEGMENT.pattern)
-    version: str = Field(pattern=SEGMENT.pattern)
-    base_model: str = Field(min_length=1)  # the HF id the weights were trained on
-    served_base: str  # key of forecast.basemodels.BASES
-    chat_format: ChatFormat
-    lora: LoraShape
-    data_window: dict[str, Any] | str | None = None
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    code_revision: str | None = None
-    created_at: dt.datetime | None = None
-
-    @field_validator("served_base")
-    @classmethod
-    def _known_base(cls, value: str) -> str:
-        if value not in BASES:
-            raise ValueError(f"served_base must be one of {sorted(BASES)}")
-        return value
 
 
 def check_segment(kind: str, value: str) -> str:
@@ -148,7 +113,7 @@ def read_manifest(root: Path, path: Path, name: str, version: str) -> AdapterMan
             raise Forbidden(f"{name}@{version}: {file} links outside the adapter root",
                             code="adapter_path_forbidden")
     try:
-        manifest = AdapterManifest.model_validate_json((path / MANIFEST).read_bytes())
+        manifest = load_manifest(path)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 from forecast.answer import PROBE_HEADER, PROBE_MAX_TOKENS
 from forecast.errors import NoDataError
 from forecast.prompt import ForecastPrompt, render_user
-from forecast.providers.snapshot import SnapshotMarketData
+from forecast.providers.snapshot import SNAPSHOT_FIRST, SNAPSHOT_LATEST, SnapshotMarketData
 from forecast.templates import ChatFormat, render_chat
 from forecast.universe import members
 from forecast.windows import WEEK, WindowConfig, build_prompt
@@ -32,7 +31,7 @@ from service.settings import EngineSettings, ServiceSettings
 MAX_TOTAL_SHARE = 0.98
 VLLM_DEFAULT_SHARE = 0.9  # vLLM's gpu_memory_utilization when none is given
 # Sundays (as_of) whose prompts carry news in the bundled snapshot (news 2023-09-22..12-31).
-SNAPSHOT_SUNDAYS = (dt.date(2023, 9, 24), dt.date(2023, 12, 31))
+SNAPSHOT_SUNDAYS = (SNAPSHOT_FIRST, SNAPSHOT_LATEST)
 
 
 class PreflightError(Exception):

@@ -2,7 +2,7 @@
 
 Nothing reads the environment at import: the entry point builds ``ServiceSettings()`` and
 passes it to :func:`service.app.create_app`. Lists and mappings are given as JSON, e.g.
-``FORECAST_SERVICE_ROUTING='{"llama-fingpt": 0.5, "deepseek-fingpt": 0.5}'``.
+``FORECAST_SERVICE_ROUTING='{"fingpt-llama": 0.5, "fingpt-deepseek": 0.5}'``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from forecast.basemodels import BASES
+from forecast.basemodels import BASES, TINY_MODEL_DIR
 from forecast.templates import ChatFormat
-
-TINY_MODEL_DIR = Path("var/models/smollm2-135m-instruct")
 
 # Routing rules, shared by the settings (checked at start-up) and service.routing (live).
 MAX_ROUTING_WEIGHT = 1e6  # bounded so that sums of weights never overflow

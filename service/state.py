@@ -93,3 +93,4 @@ class ServiceState:
         await self.registry.wait_unloaded()
         if self.supervisor is not None:
             await self.supervisor.aclose()
+        self.forecast_log.close()  # its pool's connections; a later use reconnects

@@ -23,6 +23,7 @@ from typing import Any
 
 from forecast.basemodels import BASES
 from forecast.bins import Bin
+from forecast.manifest import AdapterManifest, write_manifest
 from forecast.providers.base import MarketData
 from forecast.templates import ChatFormat
 from forecast.types import BasicFinancials, CompanyProfile, Fetched, NewsItem
@@ -38,7 +39,7 @@ from service.engine import (
     LoraLoadError,
     LoraRef,
 )
-from service.manifest import MANIFEST, PEFT_CONFIG, WEIGHTS
+from service.manifest import PEFT_CONFIG, WEIGHTS
 
 TINY_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -217,16 +218,14 @@ class _Http500Client:
 
 def manifest_for(
     name: str, version: str, base: str, *, base_model: str = TINY_ID, r: int = 8, **extra: Any
-) -> dict[str, Any]:
-    fields = demo_manifest(name, version, base, base_model=base_model, r=r)
-    fields.update(
-        data_window={"start": "2023-05-01", "end": "2023-09-30"},
-        metrics={"binary_accuracy": 0.5},
-        code_revision="test",
-        created_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC).isoformat(),
-    )
-    fields.update(extra)
-    return fields
+) -> AdapterManifest:
+    fields: dict[str, Any] = {
+        "data_window": {"start": "2023-05-01", "end": "2023-09-30"},
+        "metrics": {"binary_accuracy": 0.5},
+        "code_revision": "test",
+        "created_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    }
+    return demo_manifest(name, version, base, base_model=base_model, r=r, **(fields | extra))
 
 
 def write_stub_adapter(root: Path, name: str, version: str, base: str = "llama", **manifest: Any) -> Path:
@@ -235,12 +234,12 @@ def write_stub_adapter(root: Path, name: str, version: str, base: str = "llama",
     path.mkdir(parents=True, exist_ok=True)
     fields = manifest_for(name, version, base, **manifest)
     (path / PEFT_CONFIG).write_text(json.dumps(
-        {"peft_type": "LORA", "r": fields["lora"]["r"], "lora_alpha": fields["lora"]["alpha"],
-         "target_modules": TARGETS, "base_model_name_or_path": fields["base_model"]}
+        {"peft_type": "LORA", "r": fields.lora.r, "lora_alpha": fields.lora.alpha,
+         "target_modules": TARGETS, "base_model_name_or_path": fields.base_model}
     ))
     header = b'{"__metadata__":{"format":"pt"}}'
     (path / WEIGHTS).write_bytes(struct.pack("<Q", len(header)) + header)
-    (path / MANIFEST).write_text(json.dumps(fields))
+    write_manifest(path, fields)
     return path
 
 

@@ -1,6 +1,6 @@
-"""``python -m training one|both|report|search`` (see training/run_all.py)."""
+"""``python -m training one|all|report|search`` (see training/pipeline.py)."""
 
-from training.run_all import main
+from training.pipeline import main
 
 if __name__ == "__main__":  # evaluation starts vLLM, whose engine process may re-import this
     raise SystemExit(main())

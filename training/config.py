@@ -15,12 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from forecast.basemodels import BASES, TINY_MODEL_ID, BaseModel, materialize_tiny_model
+from forecast.basemodels import (
+    BASES,
+    TINY_MODEL_DIR,
+    TINY_MODEL_ID,
+    BaseSpec,
+    adapter_name,
+    materialize_tiny_model,
+)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DS_ZERO0_ZEROONE = CONFIG_DIR / "ds_zero0_zeroone.json"
 DS_ZERO2_ADAMW = CONFIG_DIR / "ds_zero2_adamw.json"
-TINY_MODEL_DIR = Path("var/models/smollm2-135m-instruct")
 TINY = "tiny"  # RunSettings.model value: the tiny real model stands in for the base
 
 
@@ -166,12 +172,12 @@ class RunSettings:
     tokenizer: str | None = None  # tokenizer path or id; None: the model's own
 
     @property
-    def base_model(self) -> BaseModel:
+    def base_model(self) -> BaseSpec:
         return BASES[self.base]
 
     @property
     def adapter_name(self) -> str:
-        return self.name or f"fingpt-{self.base}"
+        return self.name or adapter_name(self.base)
 
     @property
     def model_id(self) -> str:

@@ -25,12 +25,14 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forecast.basemodels import BASES
 from training.config import RunSettings, require_supported_optimizer, run_from_dict
 from training.data import IGNORE_INDEX
 
@@ -43,7 +45,7 @@ TOKENS_PER_SAMPLE = 4096  # the "4096-token equivalent" sample of benchmarks/gpu
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="training.finetune", description=__doc__.split("\n")[0])
     p.add_argument("--config", type=Path, help="a preset under training/configs (default: 8B recipe)")
-    p.add_argument("--base", choices=["llama", "deepseek"], help="which base to train")
+    p.add_argument("--base", choices=sorted(BASES), help="which base to train")
     p.add_argument("--model", help="'tiny', a local path or a model id (default: the base's 8B id)")
     p.add_argument("--deepspeed-config", help="override train.deepspeed_config")
     p.add_argument("--no-deepspeed", action="store_true", help="train.use_deepspeed false: plain Trainer")
@@ -101,6 +103,17 @@ def launch_command(argv: list[str], port: int) -> list[str]:
         exe, "--num_gpus", "1", "--master_port", str(port),
         "--module", "training.finetune", *argv, "--no-launch",
     ]
+
+
+def launch(config: Path | None, base: str, run_dir: Path, resume: bool = False) -> None:
+    """One base's fine-tune in its own process (which re-executes itself under the deepspeed
+    launcher); raises ``CalledProcessError`` if it fails."""
+    cmd = [sys.executable, "-m", "training.finetune", "--base", base, "--run-dir", str(run_dir)]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    if resume:
+        cmd.append("--resume")
+    subprocess.run(cmd, check=True)
 
 
 # -- the recipe's Trainer: answer-only logits, step timing ------------------------------------------

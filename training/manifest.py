@@ -1,16 +1,8 @@
-"""The adapter artifact: the only contract between training and serving.
+"""The adapter artifact training ships: the only contract between training and serving.
 
 ``<adapter_root>/<name>/<version>/`` holds the peft adapter (``adapter_config.json`` +
-``adapter_model.safetensors``) and ``adapter.json``::
-
-    {name, version, base_model, stands_in_for?, served_base, chat_format,
-     lora {r, alpha, dropout, target_modules},
-     data_window {train_start, train_end, eval_start, eval_end, weeks},
-     metrics {eval_loss, mse, binary_accuracy, rouge, eval_samples_per_second, ...},
-     code_revision, created_at}
-
-``base_model`` is the model id actually trained (the tiny id on CPU, with ``stands_in_for``
-the 8B id it replaces); ``served_base`` is the product's base key (``llama``/``deepseek``).
+``adapter_model.safetensors``) and ``adapter.json``, whose one schema is
+:class:`forecast.manifest.AdapterManifest` (the service reads it through the same model).
 """
 
 from __future__ import annotations
@@ -23,10 +15,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from forecast.manifest import MANIFEST, AdapterManifest, LoraShape, write_manifest
 from training.config import RunSettings
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-MANIFEST = "adapter.json"
 _VERSION = re.compile(r"^v(\d+)$")
 
 
@@ -62,27 +54,26 @@ def manifest_metrics(scored: dict[str, Any]) -> dict[str, Any]:
 
 def build_manifest(
     run: RunSettings, version: str, window: dict[str, Any], scored: dict[str, Any]
-) -> dict[str, Any]:
-    manifest: dict[str, Any] = {
-        "name": run.adapter_name,
-        "version": version,
-        "base_model": run.model_id,
-        "served_base": run.base,
-        "chat_format": run.base_model.chat_format.value,
-        "lora": {
-            "r": run.lora.r, "alpha": run.lora.alpha, "dropout": run.lora.dropout,
-            "target_modules": list(run.lora.target_modules),
-        },
-        "data_window": {
+) -> AdapterManifest:
+    stands_in = run.model_id != run.base_model.model_id
+    return AdapterManifest(
+        name=run.adapter_name,
+        version=version,
+        base_model=run.model_id,
+        stands_in_for=run.base_model.model_id if stands_in else None,
+        served_base=run.base,
+        chat_format=run.base_model.chat_format,
+        lora=LoraShape(
+            r=run.lora.r, alpha=run.lora.alpha, dropout=run.lora.dropout,
+            target_modules=list(run.lora.target_modules),
+        ),
+        data_window={
             k: window[k] for k in ("train_start", "train_end", "eval_start", "eval_end", "weeks")
         },
-        "metrics": manifest_metrics(scored),
-        "code_revision": code_revision(),
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    if run.model_id != run.base_model.model_id:
-        manifest["stands_in_for"] = run.base_model.model_id
-    return manifest
+        metrics=manifest_metrics(scored),
+        code_revision=code_revision(),
+        created_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+    )
 
 
 def write_adapter(
@@ -103,7 +94,7 @@ def write_adapter(
     config = json.loads((tmp / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = run.model_id  # not the trainer's local path
     (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    (tmp / MANIFEST).write_text(json.dumps(build_manifest(run, version, window, scored), indent=2))
+    write_manifest(tmp, build_manifest(run, version, window, scored))
     tmp.rename(dest)
     return dest
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from training.config import CONFIG_DIR, load_run
 from training.evaluate import evaluate_run
-from training.run_all import train
+from training.finetune import launch
 
 SEARCH_PRESET = CONFIG_DIR / "search_tiny.json"
 DEFAULT_STORAGE = Path("var/search/study.sqlite3")
@@ -55,7 +55,7 @@ def make_objective(raw: dict[str, Any], base: str, search_dir: Path) -> Any:
         config.write_text(json.dumps(trial_config(raw, params, trial_dir), indent=2))
         load_run(config, base=base)  # a bad space fails here, before any launch
         run_dir = trial_dir / base
-        train(config, base, run_dir)
+        launch(config, base, run_dir)
         report = evaluate_run(run_dir, adapter_root=trial_dir / "adapters", version="v1")
         kept = next(c for c in report["checkpoints"] if c["checkpoint"] == report["best_checkpoint"])
         for key in ("eval_loss", "binary_accuracy", "checkpoint", "train_loss"):

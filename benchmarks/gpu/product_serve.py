@@ -85,17 +85,19 @@ def weight_bytes(config: dict[str, Any]) -> int:
 # -- the service ---------------------------------------------------------------------------
 
 def engine_specs(root: Path, share: float, max_num_seqs: int, smoke: bool = False) -> list[dict[str, Any]]:
+    from forecast.basemodels import BASES
+
     if smoke:  # the CPU rehearsal: the tiny model for both bases, CPU defaults
         return [{"base": b, "model": str(root / "models" / "tiny"), "max_model_len": 8192,
                  "max_num_seqs": max_num_seqs, "max_loras": 2, "max_lora_rank": 8}
-                for b in ("llama", "deepseek")]
+                for b in BASES]
     return [
         {
             "base": base, "model": str(root / "models" / base), "load_format": "dummy",
             "dtype": "bfloat16", "gpu_memory_utilization": share, "max_model_len": 8192,
             "max_num_seqs": max_num_seqs, "max_loras": 2, "max_cpu_loras": 4, "max_lora_rank": 8,
         }
-        for base in ("llama", "deepseek")
+        for base in BASES
     ]
 
 
@@ -246,11 +248,11 @@ def smoke_setup(root: Path) -> None:
     """CPU rehearsal: the tiny model and untrained adapters v1/v2 per base."""
     import shutil
 
-    from forecast.basemodels import TINY_MODEL_ID, materialize_tiny_model
+    from forecast.basemodels import BASES, TINY_MODEL_ID, materialize_tiny_model
     from service.demo_adapters import write_peft_adapter
 
     model = materialize_tiny_model(root / "models" / "tiny")
-    for i, base in enumerate(("llama", "deepseek")):
+    for i, base in enumerate(BASES):
         for v in ("v1", "v2"):
             write_peft_adapter(model, root / "adapters", f"fingpt-{base}", v, base,
                                base_model=TINY_MODEL_ID, seed=i)

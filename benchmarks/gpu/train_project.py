@@ -54,7 +54,8 @@ def log(*a: object) -> None:
 def prepare(out: Path, seq: int = 4096, n_rows: int = 64) -> None:
     from transformers import AutoTokenizer
 
-    from training.config import TINY_MODEL_DIR, load_run
+    from forecast.basemodels import TINY_MODEL_DIR
+    from training.config import load_run
     from training.data import IGNORE_INDEX, prepare_split
     from training.teacher import TeacherSettings, teacher_from_settings
 

@@ -200,9 +200,10 @@ class Forecaster:
         self.loop_task: asyncio.Task[None] | None = None
 
     async def __serve_build_asgi_app__(self) -> ASGIApp:
+        from forecast.providers.snapshot import SNAPSHOT_LATEST
         from forecast.settings import DataSettings, market_data_from_settings
         from service.app import create_app
-        from service.main import SNAPSHOT_LATEST, prepare_settings
+        from service.bootstrap import prepare_settings
 
         data = DataSettings()
         if self.engine_kind == "fake":  # no model to materialize

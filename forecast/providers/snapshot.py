@@ -29,6 +29,8 @@ from forecast.providers.base import (
 from forecast.types import BasicFinancials, CompanyProfile, Fetched, NewsItem
 
 SOURCE = "snapshot"
+SNAPSHOT_FIRST = dt.date(2023, 9, 24)  # the first Sunday (as_of) whose prompts carry news
+SNAPSHOT_LATEST = dt.date(2023, 12, 31)  # the last one: the snapshot's "this week"
 NEWS_TIME_FORMAT = "%Y%m%d%H%M%S"
 
 V = TypeVar("V")

@@ -4,7 +4,6 @@ every replica; a client key keeps its arm whichever replica serves it."""
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 import uuid
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from support.ci import require_module
+from support.http import free_port
 
 ray = require_module("ray", "Ray Serve is the `ray` extra: pip install -e '.[ray]'")
 serve = require_module("ray.serve", "the `ray` extra")
@@ -25,12 +25,6 @@ RAY_DIR = Path(__file__).resolve().parents[3] / "deploy" / "ray"
 TOKEN = "ray-test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DEADLINE_S = 60.0  # waiting for replicas to converge; generous, never asserted on
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def proxy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     sys.path.insert(0, str(RAY_DIR))
     import serve_app
 
-    port = _free_port()
+    port = free_port()
     ray.init(
         num_cpus=2, include_dashboard=False, namespace=f"dow30-test-{uuid.uuid4().hex[:8]}",
         runtime_env={"working_dir": str(RAY_DIR), "env_vars": {"TOKENIZERS_PARALLELISM": "false"}},

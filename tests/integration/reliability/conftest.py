@@ -26,5 +26,5 @@ def engine_spec(tiny_model: Path) -> EngineSettings:
 @pytest.fixture(scope="session")
 def adapter_root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     root = tmp_path_factory.mktemp("adapters")
-    write_peft_adapter(tiny_model, root, "llama-fingpt", "v1", "llama", seed=1)
+    write_peft_adapter(tiny_model, root, "fingpt-llama", "v1", "llama", seed=1)
     return root

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(1800)
 
 REPO = Path(__file__).resolve().parents[3]
 NOW = dt.datetime(2024, 1, 5, 12, 0, tzinfo=dt.UTC)
-BODY = {"ticker": "KO", "adapter": "llama-fingpt"}
+BODY = {"ticker": "KO", "adapter": "fingpt-llama"}
 
 
 def gone(pid: int) -> bool:
@@ -67,7 +67,7 @@ async def test_killed_engine_core_restarts_with_its_adapter(
     settings = ServiceSettings(
         _env_file=None,  # type: ignore[call-arg]
         admin_token="t", adapter_root=adapter_root, db_url=f"sqlite:///{tmp_path / 'f.sqlite3'}",
-        preload=["llama-fingpt@v1"], max_new_tokens=8, weeks=1, news_per_week=1,
+        preload=["fingpt-llama@v1"], max_new_tokens=8, weeks=1, news_per_week=1,
         with_financials=False, ready_probe_s=3600, ready_timeout_s=600, engine_check_s=0.5,
         restart_backoff_s=1.0,
     )
@@ -79,7 +79,7 @@ async def test_killed_engine_core_restarts_with_its_adapter(
                 registry = app.state.service.registry
                 before = await client.post("/v1/forecast", json=BODY)
                 assert (await client.get("/readyz")).status_code == 200
-                old_id = registry.resolve("llama-fingpt").lora.lora_id
+                old_id = registry.resolve("fingpt-llama").lora.lora_id
                 [core] = first.core_pids()  # type: ignore[attr-defined]
 
                 os.kill(core, signal.SIGKILL)
@@ -87,7 +87,7 @@ async def test_killed_engine_core_restarts_with_its_adapter(
                 during = await client.post("/v1/forecast", json=BODY)
                 green = await poll(client, "/readyz", 200, timeout_s=900)
                 after = await client.post("/v1/forecast", json=BODY)
-                new_id = registry.resolve("llama-fingpt").lora.lora_id
+                new_id = registry.resolve("fingpt-llama").lora.lora_id
                 new_cores = starts[-1].core_pids()  # type: ignore[attr-defined]
                 metrics = (await client.get("/metrics")).text
     finally:
@@ -101,7 +101,7 @@ async def test_killed_engine_core_restarts_with_its_adapter(
     assert green.status_code == 200, green.text
     assert len(starts) == 2 and gone(core) and core not in new_cores
     assert after.status_code == 200, after.text
-    assert after.json()["adapter"] == "llama-fingpt@v1" and new_id > old_id
+    assert after.json()["adapter"] == "fingpt-llama@v1" and new_id > old_id
     assert after.json()["raw_text"] == before.json()["raw_text"]  # same adapter, greedy
     assert 'forecast_engine_restarts_total{base="llama",result="ok"} 1.0' in metrics
     deadline = time.monotonic() + 60  # the supervisor closed the engine it started

@@ -17,8 +17,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from forecast.basemodels import BASES
 from forecast.providers.snapshot import SnapshotMarketData
-from service.app import create_app
+from service.bootstrap import running
 from service.engine import EngineClient, VLLMEngine
 from service.settings import EngineSettings, ServiceSettings
 from service.testing import write_peft_adapter
@@ -30,9 +31,9 @@ NOW = dt.datetime(2024, 1, 5, 12, 0, tzinfo=dt.UTC)  # default week: 2023-12-31
 @pytest.fixture(scope="session")
 def adapter_root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     root = tmp_path_factory.mktemp("adapters")
-    write_peft_adapter(tiny_model, root, "llama-fingpt", "v1", "llama", seed=1)
-    write_peft_adapter(tiny_model, root, "llama-fingpt", "v2", "llama", seed=2)
-    write_peft_adapter(tiny_model, root, "deepseek-fingpt", "v1", "deepseek", seed=3)
+    write_peft_adapter(tiny_model, root, "fingpt-llama", "v1", "llama", seed=1)
+    write_peft_adapter(tiny_model, root, "fingpt-llama", "v2", "llama", seed=2)
+    write_peft_adapter(tiny_model, root, "fingpt-deepseek", "v1", "deepseek", seed=3)
     return root
 
 
@@ -42,7 +43,7 @@ async def engines(tiny_model: Path) -> AsyncIterator[dict[str, EngineClient]]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started: dict[str, EngineClient] = {}
     try:
-        for base in ("llama", "deepseek"):
+        for base in BASES:
             spec = EngineSettings(
                 base=base, model=str(tiny_model), dtype="float32", enforce_eager=True,
                 max_model_len=2048, kv_cache_gib=1, max_num_seqs=32, max_loras=4, max_lora_rank=8,
@@ -62,7 +63,7 @@ def settings(adapter_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Se
         admin_token=TOKEN,
         adapter_root=adapter_root,
         db_url=f"sqlite:///{db}",
-        preload=["llama-fingpt@v1", "deepseek-fingpt@v1"],
+        preload=["fingpt-llama@v1", "fingpt-deepseek@v1"],
         max_new_tokens=8,
         weeks=1,
         news_per_week=1,
@@ -74,8 +75,7 @@ def settings(adapter_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Se
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def app(settings: ServiceSettings, engines: dict[str, EngineClient]) -> AsyncIterator[Any]:
-    application = create_app(settings, engines, SnapshotMarketData(), now=lambda: NOW)
-    async with application.router.lifespan_context(application):
+    async with running(settings, SnapshotMarketData(), engines, now=lambda: NOW) as application:
         yield application
 
 

@@ -66,7 +66,7 @@ async def test_vllm_greedy_equals_transformers_with_the_same_adapter(
     )
     prompt = render_chat(built.prompt, engine.info.chat_format)
     params = GenerationParams(max_tokens=NEW_TOKENS, temperature=0.0)
-    async with app.state.service.registry.acquire("deepseek-fingpt") as adapter:
+    async with app.state.service.registry.acquire("fingpt-deepseek") as adapter:
         vllm_lora, n_lora = await collect(engine.generate(prompt, params, adapter.lora, "eq-lora"))
         vllm_base, _ = await collect(engine.generate(prompt, params, None, "eq-base"))
         adapter_dir = adapter.lora.path

@@ -9,7 +9,6 @@ generous deadline that is never asserted on, until Prometheus's HTTP API returns
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,18 +19,13 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
+from support.http import free_port
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
 
 DEADLINE_S = 300.0  # how long to wait for scrapes on a loaded machine; not a timing claim
-ADAPTERS = ("llama-fingpt", "deepseek-fingpt")
+ADAPTERS = ("fingpt-llama", "fingpt-deepseek")
 RULE = "adapter:forecast_samples_per_second:rate20s"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest_asyncio.fixture(loop_scope="session")

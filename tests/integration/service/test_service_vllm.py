@@ -24,10 +24,10 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900
 async def test_ready_and_forecast(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    r = await client.post("/v1/forecast", json={"ticker": "AAPL", "adapter": "llama-fingpt"})
+    r = await client.post("/v1/forecast", json={"ticker": "AAPL", "adapter": "fingpt-llama"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["adapter"] == "llama-fingpt@v1" and body["base"] == "llama"
+    assert body["adapter"] == "fingpt-llama@v1" and body["base"] == "llama"
     assert body["week_start"] == "2023-12-31" and body["company"] == "Apple Inc"
     assert 0 < body["generated_tokens"] <= 8 and body["raw_text"]
     # 8 tokens end the answer before its Prediction line: the engine is asked for the bin with
@@ -40,18 +40,18 @@ async def test_ready_and_forecast(client: httpx.AsyncClient) -> None:
 
 
 async def test_stream_sends_tokens_then_the_result(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v1/forecast", json={"ticker": "MSFT", "adapter": "deepseek-fingpt", "stream": True})
+    r = await client.post("/v1/forecast", json={"ticker": "MSFT", "adapter": "fingpt-deepseek", "stream": True})
     assert r.status_code == 200
     events = parse_sse(r.text)
     assert events[-1][0] == "result" and {e for e, _ in events[:-1]} == {"token"}
     result = json.loads(events[-1][1])
     assert "".join(json.loads(d)["text"] for e, d in events if e == "token") == result["raw_text"]
-    assert result["adapter"] == "deepseek-fingpt@v1"
+    assert result["adapter"] == "fingpt-deepseek@v1"
 
 
 async def test_batch_runs_tickers_concurrently(client: httpx.AsyncClient) -> None:
     r = await client.post(
-        "/v1/forecast/batch", json={"tickers": ["KO", "JPM", "ZZZZ"], "adapter": "deepseek-fingpt"}
+        "/v1/forecast/batch", json={"tickers": ["KO", "JPM", "ZZZZ"], "adapter": "fingpt-deepseek"}
     )
     body = r.json()
     assert r.status_code == 200, r.text
@@ -63,53 +63,53 @@ async def test_hot_swap_while_requests_are_in_flight(
     client: httpx.AsyncClient, app: Any, admin: dict[str, str], engines: Any
 ) -> None:
     registry = app.state.service.registry
-    old = registry.resolve("llama-fingpt")
+    old = registry.resolve("fingpt-llama")
     tickers = ["V", "MMM", "HD", "CAT"]  # prompts not seen yet: no prefix-cache shortcut
     held = [
-        asyncio.create_task(client.post("/v1/forecast", json={"ticker": t, "adapter": "llama-fingpt"}))
+        asyncio.create_task(client.post("/v1/forecast", json={"ticker": t, "adapter": "fingpt-llama"}))
         for t in tickers
     ]
     while old.inflight < len(tickers):
         await asyncio.sleep(0.05)
-    swap = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
+    swap = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
     assert swap.status_code == 201, swap.text
     assert old.retired and old.inflight > 0  # flipped while the old version was generating
-    after = asyncio.create_task(client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"}))
+    after = asyncio.create_task(client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"}))
     results = await asyncio.gather(*held, after)
     await registry.wait_unloaded()
     assert [r.status_code for r in results] == [200] * 5
-    assert {r.json()["adapter"] for r in results[:-1]} == {"llama-fingpt@v1"}
-    assert results[-1].json()["adapter"] == "llama-fingpt@v2"
+    assert {r.json()["adapter"] for r in results[:-1]} == {"fingpt-llama@v1"}
+    assert results[-1].json()["adapter"] == "fingpt-llama@v2"
     assert old.lora.lora_id not in await engines["llama"].list_loras()
 
 
 async def test_failed_load_keeps_the_old_version(
     client: httpx.AsyncClient, admin: dict[str, str], adapter_root: Path
 ) -> None:
-    serving = (await client.get("/v1/adapters", headers=admin)).json()["aliases"]["deepseek-fingpt"]
-    broken = adapter_root / "deepseek-fingpt" / "v2"
-    shutil.copytree(adapter_root / "deepseek-fingpt" / "v1", broken)
+    serving = (await client.get("/v1/adapters", headers=admin)).json()["aliases"]["fingpt-deepseek"]
+    broken = adapter_root / "fingpt-deepseek" / "v2"
+    shutil.copytree(adapter_root / "fingpt-deepseek" / "v1", broken)
     manifest = json.loads((broken / "adapter.json").read_text())
     (broken / "adapter.json").write_text(json.dumps({**manifest, "version": "v2"}))
     data = (broken / WEIGHTS).read_bytes()
     header_len = int.from_bytes(data[:8], "little")
     (broken / WEIGHTS).write_bytes(data[: 8 + header_len + 16])  # header intact, tensors cut
     try:
-        r = await client.post("/v1/adapters", json={"name": "deepseek-fingpt", "version": "v2"}, headers=admin)
+        r = await client.post("/v1/adapters", json={"name": "fingpt-deepseek", "version": "v2"}, headers=admin)
         after = (await client.get("/v1/adapters", headers=admin)).json()
-        forecast = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "deepseek-fingpt"})
+        forecast = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-deepseek"})
     finally:
         shutil.rmtree(broken)
     assert r.status_code == 422 and error_of(r)["code"] == "engine_load_failed"
-    assert after["aliases"]["deepseek-fingpt"] == serving
-    assert all(a["version"] != "v2" for a in after["adapters"] if a["name"] == "deepseek-fingpt")
+    assert after["aliases"]["fingpt-deepseek"] == serving
+    assert all(a["version"] != "v2" for a in after["adapters"] if a["name"] == "fingpt-deepseek")
     assert forecast.status_code == 200 and forecast.json()["adapter"] == serving
 
 
 async def test_ab_split_and_stickiness(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     n, p = 40, 0.5
-    table = {"arms": [{"name": "A", "adapter": "llama-fingpt", "weight": 1},
-                      {"name": "B", "adapter": "deepseek-fingpt", "weight": 1}]}
+    table = {"arms": [{"name": "A", "adapter": "fingpt-llama", "weight": 1},
+                      {"name": "B", "adapter": "fingpt-deepseek", "weight": 1}]}
     assert (await client.put("/v1/routing", json=table, headers=admin)).status_code == 200
 
     async def ask(key: str) -> httpx.Response:
@@ -120,7 +120,7 @@ async def test_ab_split_and_stickiness(client: httpx.AsyncClient, admin: dict[st
     arms = Counter(r.json()["arm"] for r in results)
     for r in results:
         body = r.json()
-        assert body["adapter"].startswith("llama-fingpt@" if body["arm"] == "A" else "deepseek-fingpt@")
+        assert body["adapter"].startswith("fingpt-llama@" if body["arm"] == "A" else "fingpt-deepseek@")
     # Binomial(40, 0.5) within 4 sd: a correct router fails this with probability < 1e-4.
     assert abs(arms["A"] - n * p) <= 4 * math.sqrt(n * p * (1 - p)), arms
     again = await asyncio.gather(*(ask(f"user-{i}") for i in range(3)))

@@ -53,7 +53,7 @@ async def structured_client(
             _env_file=None,  # type: ignore[call-arg]
             adapter_root=adapter_root,
             db_url=f"sqlite:///{tmp_path_factory.mktemp('db') / 'forecasts.sqlite3'}",
-            preload=["llama-fingpt@v1", "deepseek-fingpt@v1"],
+            preload=["fingpt-llama@v1", "fingpt-deepseek@v1"],
             max_new_tokens=BUDGET, weeks=1, news_per_week=1, with_financials=False,
             ready_probe_s=3600, ready_timeout_s=600,
         )
@@ -73,7 +73,7 @@ async def test_twenty_forecasts_all_parse_by_their_prediction_line(
 ) -> None:
     requests = [
         {"ticker": t, "as_of": WEEKS[i % len(WEEKS)].isoformat(),
-         "adapter": "llama-fingpt" if i % 2 == 0 else "deepseek-fingpt"}
+         "adapter": "fingpt-llama" if i % 2 == 0 else "fingpt-deepseek"}
         for i, t in enumerate(TICKERS)
     ]  # fmt: skip
     answers = await asyncio.gather(*(structured_client.post("/v1/forecast", json=r) for r in requests))
@@ -90,6 +90,6 @@ async def test_twenty_forecasts_all_parse_by_their_prediction_line(
         assert re.fullmatch(answer_regex(fmt, LIMITS.fitting(BUDGET, fmt)), body["raw_text"]), context
         assert body["generated_tokens"] <= BUDGET
     assert max_answer_chars(ChatFormat.DEEPSEEK_R1, LIMITS.fitting(BUDGET, ChatFormat.DEEPSEEK_R1)) <= BUDGET
-    card = await structured_client.get("/v1/adapters/llama-fingpt/scorecard")
+    card = await structured_client.get("/v1/adapters/fingpt-llama/scorecard")
     assert card.status_code == 200, card.text
     assert all(v["parse_failure_rate"] == 0.0 for v in card.json()["versions"]), card.text

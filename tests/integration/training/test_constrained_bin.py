@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from forecast.answer import PROBE_HEADER, bin_phrase
+from forecast.basemodels import TINY_MODEL_DIR
 from forecast.bins import Bin
-from training.config import TINY_MODEL_DIR
 from training.generate import most_likely_bin
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from forecast.basemodels import TINY_MODEL_DIR
 from forecast.templates import ChatFormat
-from training.config import CONFIG_DIR, TINY_MODEL_DIR
+from training.config import CONFIG_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,13 @@ MICRO = {  # the CPU preset, cut to two rows and two one-step checkpoints per ba
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from training.run_all import run_both
+    from training.pipeline import run_bases
 
     root = tmp_path_factory.mktemp("pipeline")
     preset = json.loads((CONFIG_DIR / "cpu_tiny.json").read_text())
     config = root / "micro.json"
     config.write_text(json.dumps({**preset, **MICRO, "runs_dir": str(root / "runs")}))
-    run_both(config, adapter_root=root / "adapters", report_dir=root / "report")
+    run_bases(config, adapter_root=root / "adapters", report_dir=root / "report")
     return {"root": root, "adapters": root / "adapters", "report": root / "report"}
 
 
@@ -81,11 +82,11 @@ def test_a_shipped_adapter_loads_with_peft_and_generates(pipeline: dict[str, Pat
 def test_a_killed_run_resumes_from_its_last_checkpoint(pipeline: dict[str, Path]) -> None:
     import shutil
 
-    from training.run_all import train
+    from training.finetune import launch
 
     run_dir = pipeline["root"] / "runs" / "llama"
     shutil.rmtree(run_dir / "checkpoint-2")  # as if killed after the first save
-    train(pipeline["root"] / "micro.json", "llama", run_dir, resume=True)
+    launch(pipeline["root"] / "micro.json", "llama", run_dir, resume=True)
     log = json.loads((run_dir / "train_log.json").read_text())
     assert log["checkpoints"] == ["checkpoint-1", "checkpoint-2"]
     steps = [e["step"] for e in log["log_history"] if "loss" in e]

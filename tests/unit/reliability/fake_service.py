@@ -3,7 +3,7 @@ process of its own, for tests that signal or kill the service process.
 
     python tests/unit/reliability/fake_service.py --dir DIR [--delay-s 0.01] [--db-url URL]
 
-Adapters ``llama-fingpt@v1,v2`` and ``deepseek-fingpt@v1`` are written under ``DIR/adapters``
+Adapters ``fingpt-llama@v1,v2`` and ``fingpt-deepseek@v1`` are written under ``DIR/adapters``
 (v1s preloaded, routed 50/50), the forecast log is ``DIR/forecasts.sqlite3`` (SQLite, WAL,
 as shipped) unless ``--db-url`` names another database, the admin token is :data:`TOKEN`. The bound port is written to ``DIR/port``
 once the server listens.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import uvicorn
 
-from forecast.providers.snapshot import SnapshotMarketData
+from forecast.providers.snapshot import SNAPSHOT_LATEST, SnapshotMarketData
 from service.app import create_app
-from service.main import SNAPSHOT_LATEST, Server
+from service.main import Server
 from service.settings import ServiceSettings
 from service.testing import FakeEngine, write_stub_adapter
 
@@ -32,8 +32,8 @@ TOKEN = "fake-service-admin-token-77"
 def build(directory: Path, max_inflight: int, db_url: str | None = None) -> ServiceSettings:
     root = directory / "adapters"
     for name, version, base in (
-        ("llama-fingpt", "v1", "llama"), ("llama-fingpt", "v2", "llama"),
-        ("deepseek-fingpt", "v1", "deepseek"),
+        ("fingpt-llama", "v1", "llama"), ("fingpt-llama", "v2", "llama"),
+        ("fingpt-deepseek", "v1", "deepseek"),
     ):
         if not (root / name / version).is_dir():
             write_stub_adapter(root, name, version, base)
@@ -41,7 +41,7 @@ def build(directory: Path, max_inflight: int, db_url: str | None = None) -> Serv
         _env_file=None,  # type: ignore[call-arg]
         admin_token=TOKEN, adapter_root=root,
         db_url=db_url or f"sqlite:///{directory / 'forecasts.sqlite3'}",
-        preload=["llama-fingpt@v1", "deepseek-fingpt@v1"],
+        preload=["fingpt-llama@v1", "fingpt-deepseek@v1"],
         default_as_of=SNAPSHOT_LATEST, max_new_tokens=64, weeks=1, news_per_week=1,
         max_inflight=max_inflight,
     )

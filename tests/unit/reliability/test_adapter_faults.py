@@ -11,20 +11,20 @@ from reliability_harness import logged_forecasts, wait_until
 
 from service.testing import error_of
 
-BODY = {"ticker": "KO", "adapter": "llama-fingpt"}
+BODY = {"ticker": "KO", "adapter": "fingpt-llama"}
 
 
 async def test_a_failed_swap_under_load_keeps_the_old_version_serving(
     serve: Any, engines: Any, admin: dict[str, str]
 ) -> None:
     llama = engines["llama"]
-    llama.fail_loads.add("llama-fingpt@v2")
+    llama.fail_loads.add("fingpt-llama@v2")
     async with serve() as client:
         loras = set(llama.loras)
         llama.gate = asyncio.Event()
         held = [asyncio.create_task(client.post("/v1/forecast", json=BODY)) for _ in range(6)]
         await wait_until(lambda: llama.running == 6)
-        swap = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
+        swap = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
         llama.gate.set()
         results = await asyncio.gather(*held)
         after = await client.post("/v1/forecast", json=BODY)
@@ -32,6 +32,6 @@ async def test_a_failed_swap_under_load_keeps_the_old_version_serving(
         rows = logged_forecasts(client)
     assert swap.status_code == 422 and error_of(swap)["code"] == "engine_load_failed"
     assert [r.status_code for r in results] == [200] * 6
-    assert {r.json()["adapter"] for r in [*results, after]} == {"llama-fingpt@v1"}
-    assert aliases["llama-fingpt"] == "llama-fingpt@v1"
+    assert {r.json()["adapter"] for r in [*results, after]} == {"fingpt-llama@v1"}
+    assert aliases["fingpt-llama"] == "fingpt-llama@v1"
     assert set(llama.loras) == loras and rows == 7

@@ -23,7 +23,7 @@ BAD_FORECASTS = [
     ({"ticker": "AAPL", "as_of": "2019-01-01"}, 422, "no_data"),  # before the data
     ({"ticker": "AAPL", "adapter": "../etc"}, 422, "invalid_request"),
     ({"ticker": "AAPL", "adapter": "/etc/passwd"}, 422, "invalid_request"),
-    ({"ticker": "AAPL", "adapter": "llama-fingpt@../../v1"}, 422, "invalid_request"),
+    ({"ticker": "AAPL", "adapter": "fingpt-llama@../../v1"}, 422, "invalid_request"),
     ({"ticker": "AAPL", "adapter": "nope"}, 404, "adapter_not_loaded"),
     ({"ticker": "AAPL'; DROP TABLE forecasts;--"}, 422, "invalid_request"),
     ({"ticker": 7}, 422, "invalid_request"),
@@ -129,19 +129,19 @@ async def test_oversized_bodies_are_413_with_or_without_a_length(serve: Any) -> 
 
 
 def damage_base_model(root: Path) -> None:
-    path = root / "llama-fingpt" / "v2" / MANIFEST
+    path = root / "fingpt-llama" / "v2" / MANIFEST
     path.write_text(path.read_text().replace("SmolLM2-135M-Instruct", "Llama-3.1-8B-Instruct"))
 
 
 BAD_ADAPTER_CALLS = [
-    ("POST", "/v1/adapters", {"name": "../llama-fingpt"}, 422),
+    ("POST", "/v1/adapters", {"name": "../fingpt-llama"}, 422),
     ("POST", "/v1/adapters", {"name": "/etc/passwd"}, 422),
-    ("POST", "/v1/adapters", {"name": "llama-fingpt", "version": "../../v1"}, 422),
-    ("POST", "/v1/adapters", {"name": "llama-fingpt", "alias": "../x"}, 422),
-    ("POST", "/v1/adapters/promote", {"alias": "../x", "adapter": "llama-fingpt@v1"}, 422),
+    ("POST", "/v1/adapters", {"name": "fingpt-llama", "version": "../../v1"}, 422),
+    ("POST", "/v1/adapters", {"name": "fingpt-llama", "alias": "../x"}, 422),
+    ("POST", "/v1/adapters/promote", {"alias": "../x", "adapter": "fingpt-llama@v1"}, 422),
     ("POST", "/v1/adapters/promote", {"alias": "x", "adapter": "/etc/passwd"}, 422),
     ("DELETE", "/v1/adapters/..%2F..%2Fetc/versions/v1", None, 404),
-    ("DELETE", "/v1/adapters/llama-fingpt/versions/..%2Fv1", None, 404),
+    ("DELETE", "/v1/adapters/fingpt-llama/versions/..%2Fv1", None, 404),
 ]
 
 
@@ -163,21 +163,21 @@ async def test_adapter_paths_outside_the_root_load_nothing(
     ("damage", "code"),
     [
         (damage_base_model, "base_mismatch"),
-        (lambda root: (root / "llama-fingpt" / "v2" / WEIGHTS).write_bytes(b"\x00" * 64), "corrupt_adapter"),
-        (lambda root: (root / "llama-fingpt" / "v2" / MANIFEST).write_text("[]"), "invalid_manifest"),
+        (lambda root: (root / "fingpt-llama" / "v2" / WEIGHTS).write_bytes(b"\x00" * 64), "corrupt_adapter"),
+        (lambda root: (root / "fingpt-llama" / "v2" / MANIFEST).write_text("[]"), "invalid_manifest"),
     ],
 )
 async def test_bad_adapters_load_nothing_and_log_nothing(
     serve: Any, admin: dict[str, str], engines: Any, adapter_root: Path, damage: Any, code: str
 ) -> None:
-    write_stub_adapter(adapter_root, "llama-fingpt", "v2", "llama")
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
     damage(adapter_root)
     async with serve() as client:
         loras = set(engines["llama"].loras)
-        r = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
-        served = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})
+        r = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
+        served = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})
         rows = logged_forecasts(client)
     assert r.status_code == 422 and error_of(r)["code"] == code
     assert set(engines["llama"].loras) == loras
-    assert served.json()["adapter"] == "llama-fingpt@v1"
+    assert served.json()["adapter"] == "fingpt-llama@v1"
     assert rows == 1  # the good forecast only

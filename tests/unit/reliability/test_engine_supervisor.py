@@ -14,7 +14,7 @@ from reliability_harness import wait_until
 from service.supervisor import EngineSupervisor
 from service.testing import FakeEngine, error_of
 
-KO_LLAMA = {"ticker": "KO", "adapter": "llama-fingpt"}
+KO_LLAMA = {"ticker": "KO", "adapter": "fingpt-llama"}
 
 
 class Starter:
@@ -58,8 +58,8 @@ async def test_dead_engine_is_restarted_and_its_adapters_reloaded(
         await wait_until(lambda: starter.calls == ["llama"])
         ready = await client.get("/readyz")
         during = await client.post("/v1/forecast", json=KO_LLAMA)
-        load = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
-        other = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "deepseek-fingpt"})
+        load = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
+        other = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-deepseek"})
         metrics_during = (await client.get("/metrics")).text
 
         starter.gate.set()
@@ -79,13 +79,13 @@ async def test_dead_engine_is_restarted_and_its_adapters_reloaded(
 
     new = starter.started[0]
     assert state.engines["llama"] is new and ready_after.status_code == 200
-    assert after.status_code == 200 and after.json()["adapter"] == "llama-fingpt@v1"
-    assert new.used == [None, "llama-fingpt@v1"]  # the readiness probe, then the forecast
-    assert listing["aliases"] == {"llama-fingpt": "llama-fingpt@v1", "deepseek-fingpt": "deepseek-fingpt@v1"}
+    assert after.status_code == 200 and after.json()["adapter"] == "fingpt-llama@v1"
+    assert new.used == [None, "fingpt-llama@v1"]  # the readiness probe, then the forecast
+    assert listing["aliases"] == {"fingpt-llama": "fingpt-llama@v1", "fingpt-deepseek": "fingpt-deepseek@v1"}
     reloaded = {a["name"] + "@" + a["version"]: a["lora_id"] for a in listing["adapters"]}
-    assert reloaded["deepseek-fingpt@v1"] == before["deepseek-fingpt@v1"]  # untouched
-    assert reloaded["llama-fingpt@v1"] > max(before.values())  # fresh, never reused
-    assert set(new.loras) == {reloaded["llama-fingpt@v1"]}
+    assert reloaded["fingpt-deepseek@v1"] == before["fingpt-deepseek@v1"]  # untouched
+    assert reloaded["fingpt-llama@v1"] > max(before.values())  # fresh, never reused
+    assert set(new.loras) == {reloaded["fingpt-llama@v1"]}
     assert 'forecast_engine_restarts_total{base="llama",result="ok"} 1.0' in metrics
     assert 'forecast_engine_up{base="llama"} 1.0' in metrics
 
@@ -96,7 +96,7 @@ async def test_failed_starts_are_retried_with_backoff(serve: Any, engines: Any) 
         engines["deepseek"].dead = True
         await wait_until(lambda: len(starter.started) == 1)
         await supervisor_of(client).wait_restarted()
-        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "deepseek-fingpt"})
+        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-deepseek"})
         metrics = (await client.get("/metrics")).text
     assert starter.calls == ["deepseek"] * 3
     assert r.status_code == 200
@@ -115,15 +115,15 @@ async def test_an_adapter_gone_from_disk_is_dropped_not_served_dead(
 ) -> None:
     starter = Starter()
     async with serve(restart=starter, engine_check_s=0.01) as client:
-        shutil.rmtree(adapter_root / "deepseek-fingpt")
+        shutil.rmtree(adapter_root / "fingpt-deepseek")
         engines["deepseek"].dead = True
         await wait_until(lambda: len(starter.started) == 1)
         await supervisor_of(client).wait_restarted()
-        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "deepseek-fingpt"})
+        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-deepseek"})
         aliases = (await client.get("/v1/adapters", headers=admin)).json()["aliases"]
         ready = await client.get("/readyz")
     assert r.status_code == 404 and error_of(r)["code"] == "adapter_not_loaded"
-    assert aliases == {"llama-fingpt": "llama-fingpt@v1"}
+    assert aliases == {"fingpt-llama": "fingpt-llama@v1"}
     assert ready.status_code == 200
 
 
@@ -136,7 +136,7 @@ async def test_a_retiring_version_is_not_reloaded(
         llama.gate = asyncio.Event()  # v1 keeps one request in flight while v2 takes over
         held = asyncio.create_task(client.post("/v1/forecast", json=KO_LLAMA))
         await wait_until(lambda: llama.running == 1)
-        swap = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
+        swap = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
         llama.dead = True
         llama.gate.set()
         await wait_until(lambda: len(starter.started) == 1)
@@ -146,9 +146,9 @@ async def test_a_retiring_version_is_not_reloaded(
         listing = (await client.get("/v1/adapters", headers=admin)).json()
     assert swap.status_code == 201
     assert lost.status_code in (200, 503)  # finished before the death, or 503: never a hang
-    assert after.status_code == 200 and after.json()["adapter"] == "llama-fingpt@v2"
-    assert sorted(a["version"] for a in listing["adapters"] if a["name"] == "llama-fingpt") == ["v2"]
-    assert [lora.name for lora in starter.started[0].loras.values()] == ["llama-fingpt@v2"]
+    assert after.status_code == 200 and after.json()["adapter"] == "fingpt-llama@v2"
+    assert sorted(a["version"] for a in listing["adapters"] if a["name"] == "fingpt-llama") == ["v2"]
+    assert [lora.name for lora in starter.started[0].loras.values()] == ["fingpt-llama@v2"]
 
 
 async def test_shutdown_closes_the_engines_the_supervisor_started(serve: Any, engines: Any) -> None:

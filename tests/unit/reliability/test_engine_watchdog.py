@@ -73,7 +73,7 @@ async def test_a_hung_engine_gets_503_and_is_restarted(serve: Any, engines: Any)
     assert r.status_code == 503 and error_of(r)["code"] == "engine_stalled"
     assert r.headers["Retry-After"] == "2"
     assert llama.running == 0 and llama.dead  # its generation ended, the engine closed
-    assert after.status_code == 200 and starter.started[0].used[-1] == "llama-fingpt@v1"
+    assert after.status_code == 200 and starter.started[0].used[-1] == "fingpt-llama@v1"
     assert 'forecast_engine_stall_restarts_total{base="llama"} 1.0' in metrics
     assert 'forecast_engine_restarts_total{base="llama",result="ok"} 1.0' in metrics
 

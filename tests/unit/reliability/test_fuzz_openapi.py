@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from reliability_harness import serve_http
 from schemathesis.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -27,6 +26,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.http import serve_http
 
 from forecast.providers.snapshot import SnapshotMarketData
 from service.app import create_app
@@ -50,15 +50,15 @@ def build_app(tmp: Path | None) -> Any:
     root = (tmp or Path("/nonexistent")) / "adapters"
     if tmp is not None:
         for name, version, base in (
-            ("llama-fingpt", "v1", "llama"), ("llama-fingpt", "v2", "llama"),
-            ("deepseek-fingpt", "v1", "deepseek"),
+            ("fingpt-llama", "v1", "llama"), ("fingpt-llama", "v2", "llama"),
+            ("fingpt-deepseek", "v1", "deepseek"),
         ):
             write_stub_adapter(root, name, version, base)
     settings_ = ServiceSettings(
         _env_file=None,  # type: ignore[call-arg]
         admin_token=TOKEN, adapter_root=root,
         db_url=f"sqlite:///{tmp / 'forecasts.sqlite3'}" if tmp else "sqlite://",
-        preload=["llama-fingpt@v1", "deepseek-fingpt@v1"], max_new_tokens=32, weeks=1,
+        preload=["fingpt-llama@v1", "fingpt-deepseek@v1"], max_new_tokens=32, weeks=1,
         news_per_week=1, max_batch=8,
     )
     engines = {"llama": FakeEngine("llama"), "deepseek": FakeEngine("deepseek")}

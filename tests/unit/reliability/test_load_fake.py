@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_harness import serve_http
+from support.http import serve_http
 
 from clients.loadgen import LoadConfig, Reweight, Swap, run_load
 from forecast.providers.snapshot import SnapshotMarketData
@@ -27,7 +27,7 @@ from service.testing import FakeEngine, write_stub_adapter
 
 TOKEN = "load-admin-token-31"
 DURATION_S = 30.0
-LLAMA, DEEPSEEK = "llama-fingpt", "deepseek-fingpt"
+LLAMA, DEEPSEEK = "fingpt-llama", "fingpt-deepseek"
 
 
 class CountingTransport(httpx.AsyncBaseTransport):

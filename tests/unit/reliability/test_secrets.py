@@ -101,7 +101,7 @@ async def test_the_admin_token_is_in_no_answer_and_no_log(
         answers.append(await client.get("/v1/adapters", headers={"Authorization": f"Basic {token}"}))
         answers.append(await client.get("/v1/adapters", headers={"Authorization": token}))
         answers += [
-            await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin),
+            await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin),
             await client.post("/v1/adapters", json={"name": "nope"}, headers=admin),
             await client.put("/v1/routing", json={"arms": [{"name": "a", "adapter": "x", "weight": 1}]}, headers=admin),
             await client.post("/v1/forecast", json={"ticker": "ZZZZ"}, headers=admin),

@@ -1,106 +1,21 @@
-"""Unit-test fixtures: the real app over FakeEngines, the bundled snapshot and a real SQLite
-file, driven in-process through httpx with a fixed clock."""
+"""Unit-test fixtures of the service: its token and adapters (the app, the engines, the
+clock and the client come from tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-
-from forecast.providers.snapshot import SnapshotMarketData
-from service.app import create_app
-from service.settings import ServiceSettings
-from service.testing import FakeEngine, write_stub_adapter
+from support.service import stub_adapters
 
 TOKEN = "test-admin-token-0123456789"
-TODAY = dt.datetime(2024, 1, 5, 12, 0, tzinfo=dt.UTC)  # forecasts for the week of 2023-12-31
-
-
-class Clock:
-    def __init__(self, now: dt.datetime = TODAY) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture(scope="session")
-def market() -> SnapshotMarketData:
-    return SnapshotMarketData()
 
 
 @pytest.fixture
 def adapter_root(tmp_path: Path) -> Path:
-    root = tmp_path / "adapters"
-    write_stub_adapter(root, "llama-fingpt", "v1", "llama")
-    write_stub_adapter(root, "deepseek-fingpt", "v1", "deepseek")
-    return root
-
-
-@pytest.fixture
-def engines() -> dict[str, FakeEngine]:
-    return {"llama": FakeEngine("llama"), "deepseek": FakeEngine("deepseek")}
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def make_settings(db_url: str, adapter_root: Path) -> Callable[..., ServiceSettings]:
-    def make(**overrides: Any) -> ServiceSettings:
-        fields: dict[str, Any] = {
-            "admin_token": TOKEN,
-            "adapter_root": adapter_root,
-            "db_url": db_url,
-            "preload": ["llama-fingpt@v1", "deepseek-fingpt@v1"],
-            "max_new_tokens": 64,
-            "weeks": 2,
-            "news_per_week": 2,
-        }
-        fields.update(overrides)
-        return ServiceSettings(_env_file=None, **fields)  # type: ignore[call-arg]
-
-    return make
-
-
-@pytest.fixture
-def serve(
-    make_settings: Callable[..., ServiceSettings],
-    engines: dict[str, FakeEngine],
-    market: SnapshotMarketData,
-    clock: Clock,
-) -> Callable[..., Any]:
-    """``async with serve(**settings) as client``: the app started (lifespan) and a client."""
-
-    @asynccontextmanager
-    async def run(
-        data: Any = None, tokenizer_for: Any = None, **overrides: Any
-    ) -> AsyncIterator[httpx.AsyncClient]:
-        settings = make_settings(**overrides)
-        extra = {} if tokenizer_for is None else {"tokenizer_for": tokenizer_for}
-        app = create_app(settings, engines, data or market, now=clock, rng=random.Random(7), **extra)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
-                client.app = app  # type: ignore[attr-defined]
-                yield client
-
-    return run
+    return stub_adapters(tmp_path / "adapters", ["fingpt-llama@v1", "fingpt-deepseek@v1"])
 
 
 @pytest.fixture
 def token() -> str:
     return TOKEN
-
-
-@pytest.fixture
-def admin() -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKEN}"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from forecast.basemodels import materialize_tiny_model
+from forecast.basemodels import TINY_MODEL_DIR, materialize_tiny_model
 from forecast.templates import ChatFormat
 from forecast.windows import WindowConfig
 from service import main as main_module
@@ -20,7 +20,7 @@ from service.preflight import (
     longest_prompt_tokens,
     preflight,
 )
-from service.settings import TINY_MODEL_DIR, EngineSettings, ServiceSettings
+from service.settings import EngineSettings, ServiceSettings
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 

@@ -90,7 +90,7 @@ def no_tokenizer(spec: EngineSettings) -> Any:
 
 
 async def forecast(client: Any, **options: Any) -> dict[str, Any]:
-    r = await client.post("/v1/forecast", json={"ticker": "AAPL", "adapter": "llama-fingpt", **options})
+    r = await client.post("/v1/forecast", json={"ticker": "AAPL", "adapter": "fingpt-llama", **options})
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
@@ -116,7 +116,7 @@ async def test_batch_options_apply_to_every_ticker(serve: Any, engines: Any) -> 
     async with serve(tokenizer_for=no_tokenizer) as client:
         r = await client.post(
             "/v1/forecast/batch",
-            json={"tickers": ["AAPL", "KO"], "adapter": "llama-fingpt", "weeks": 1, "with_financials": False},
+            json={"tickers": ["AAPL", "KO"], "adapter": "fingpt-llama", "weeks": 1, "with_financials": False},
         )
     assert r.status_code == 200, r.text
     body = r.json()

@@ -21,7 +21,7 @@ from service.settings import ServiceSettings
 from service.telemetry import Telemetry
 from service.testing import error_of, write_stub_adapter
 
-LLAMA, DEEPSEEK = "llama-fingpt", "deepseek-fingpt"
+LLAMA, DEEPSEEK = "fingpt-llama", "fingpt-deepseek"
 
 
 def arms_json(*arms: tuple[str, str, str]) -> bytes:

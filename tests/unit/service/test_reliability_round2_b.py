@@ -26,17 +26,17 @@ async def test_listing_skips_symlinks_out_of_the_root_and_loading_them_is_403(
     outside = tmp_path / "outside"
     write_stub_adapter(outside, "evil", "v1", "llama")
     os.symlink(outside / "evil", adapter_root / "evil")  # a name that leaves the root
-    os.symlink(outside / "evil" / "v1", adapter_root / "llama-fingpt" / "v9")  # a version
+    os.symlink(outside / "evil" / "v1", adapter_root / "fingpt-llama" / "v9")  # a version
     async with serve() as client:
         listed = await client.get("/v1/adapters", headers=admin)
         again = await client.get("/v1/adapters", headers=admin)
-        card = await client.get("/v1/adapters/llama-fingpt/scorecard")
+        card = await client.get("/v1/adapters/fingpt-llama/scorecard")
         by_name = await client.post("/v1/adapters", json={"name": "evil"}, headers=admin)
         by_version = await client.post(
-            "/v1/adapters", json={"name": "llama-fingpt", "version": "v9"}, headers=admin
+            "/v1/adapters", json={"name": "fingpt-llama", "version": "v9"}, headers=admin
         )
     assert listed.status_code == again.status_code == 200, listed.text
-    assert listed.json()["available"] == {"deepseek-fingpt": ["v1"], "llama-fingpt": ["v1"]}
+    assert listed.json()["available"] == {"fingpt-deepseek": ["v1"], "fingpt-llama": ["v1"]}
     assert card.status_code == 200, card.text
     assert by_name.status_code == by_version.status_code == 403
     assert error_of(by_name)["code"] == error_of(by_version)["code"] == "adapter_path_forbidden"
@@ -52,7 +52,7 @@ async def test_streamed_forecast_over_capacity_is_503_with_retry_after(
 ) -> None:
     llama = engines["llama"]
     llama.gate = asyncio.Event()
-    body = {"ticker": "KO", "adapter": "llama-fingpt"}
+    body = {"ticker": "KO", "adapter": "fingpt-llama"}
     async with serve(max_inflight=1, retry_after_s=3) as client:
         held = asyncio.create_task(client.post("/v1/forecast", json=body))
         while llama.running < 1:

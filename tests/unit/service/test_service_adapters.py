@@ -26,21 +26,21 @@ async def wait_until(predicate: Any, *, tries: int = 500) -> None:
 async def test_hot_swap_lets_in_flight_requests_finish_on_the_old_version(
     serve: Any, admin: dict[str, str], engines: Any, adapter_root: Path
 ) -> None:
-    write_stub_adapter(adapter_root, "llama-fingpt", "v2", "llama")
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
     llama = engines["llama"]
     async with serve() as client:
         registry = client.app.state.service.registry  # type: ignore[attr-defined]
-        old_id = registry.resolve("llama-fingpt").lora.lora_id
+        old_id = registry.resolve("fingpt-llama").lora.lora_id
         llama.gate = asyncio.Event()
-        body = {"ticker": "KO", "adapter": "llama-fingpt"}
+        body = {"ticker": "KO", "adapter": "fingpt-llama"}
         held = [asyncio.create_task(client.post("/v1/forecast", json=body)) for _ in range(5)]
         await wait_until(lambda: llama.running == 5)
 
-        swap = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
+        swap = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
         assert swap.status_code == 201, swap.text
-        assert swap.json()["aliases"] == ["llama-fingpt"]
+        assert swap.json()["aliases"] == ["fingpt-llama"]
         listing = (await client.get("/v1/adapters", headers=admin)).json()
-        assert listing["aliases"]["llama-fingpt"] == "llama-fingpt@v2"
+        assert listing["aliases"]["fingpt-llama"] == "fingpt-llama@v2"
         old = next(a for a in listing["adapters"] if a["version"] == "v1" and a["base"] == "llama")
         assert old["retiring"] and old["inflight"] == 5 and old_id in llama.loras
 
@@ -52,39 +52,39 @@ async def test_hot_swap_lets_in_flight_requests_finish_on_the_old_version(
         metrics = (await client.get("/metrics")).text
 
     assert [r.status_code for r in results] == [200] * 5
-    assert {r.json()["adapter"] for r in results} == {"llama-fingpt@v1"}
-    assert after.json()["adapter"] == "llama-fingpt@v2"
+    assert {r.json()["adapter"] for r in results} == {"fingpt-llama@v1"}
+    assert after.json()["adapter"] == "fingpt-llama@v2"
     assert llama.removed == [old_id] and old_id not in llama.loras
-    assert {a["version"] for a in listing["adapters"] if a["name"] == "llama-fingpt"} == {"v2"}
-    assert 'forecast_adapter_swaps_total{adapter="llama-fingpt",result="ok"} 2.0' in metrics
-    assert 'forecast_adapter_alias{adapter="llama-fingpt",alias="llama-fingpt",version="v2"} 1.0' in metrics
-    assert 'forecast_adapter_alias{adapter="llama-fingpt",alias="llama-fingpt",version="v1"}' not in metrics
-    assert 'forecast_adapter_loaded{adapter="llama-fingpt",base="llama",version="v1"}' not in metrics
-    assert 'forecast_inflight_requests{adapter="llama-fingpt",version="v1"}' not in metrics
+    assert {a["version"] for a in listing["adapters"] if a["name"] == "fingpt-llama"} == {"v2"}
+    assert 'forecast_adapter_swaps_total{adapter="fingpt-llama",result="ok"} 2.0' in metrics
+    assert 'forecast_adapter_alias{adapter="fingpt-llama",alias="fingpt-llama",version="v2"} 1.0' in metrics
+    assert 'forecast_adapter_alias{adapter="fingpt-llama",alias="fingpt-llama",version="v1"}' not in metrics
+    assert 'forecast_adapter_loaded{adapter="fingpt-llama",base="llama",version="v1"}' not in metrics
+    assert 'forecast_inflight_requests{adapter="fingpt-llama",version="v1"}' not in metrics
 
 
 async def test_failed_load_keeps_the_old_version_serving(
     serve: Any, admin: dict[str, str], engines: Any, adapter_root: Path
 ) -> None:
-    write_stub_adapter(adapter_root, "llama-fingpt", "v2", "llama")
-    write_stub_adapter(adapter_root, "llama-fingpt", "v3", "llama")
-    engines["llama"].fail_loads.add("llama-fingpt@v2")
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
+    write_stub_adapter(adapter_root, "fingpt-llama", "v3", "llama")
+    engines["llama"].fail_loads.add("fingpt-llama@v2")
     async with serve() as client:
         before = set(engines["llama"].loras)
-        failed = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
-        still = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})
+        failed = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
+        still = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})
         assert set(engines["llama"].loras) == before
-        ok = await client.post("/v1/adapters", json={"name": "llama-fingpt"}, headers=admin)
+        ok = await client.post("/v1/adapters", json={"name": "fingpt-llama"}, headers=admin)
         metrics = (await client.get("/metrics")).text
     assert failed.status_code == 422 and error_of(failed)["code"] == "engine_load_failed"
-    assert still.json()["adapter"] == "llama-fingpt@v1"
+    assert still.json()["adapter"] == "fingpt-llama@v1"
     assert ok.status_code == 201 and ok.json()["version"] == "v3"  # newest on disk
     assert ok.json()["lora_id"] == 4  # ids 1, 2 preloaded, 3 burnt by the failure: never reused
-    assert 'forecast_adapter_swaps_total{adapter="llama-fingpt",result="failed"} 1.0' in metrics
+    assert 'forecast_adapter_swaps_total{adapter="fingpt-llama",result="failed"} 1.0' in metrics
 
 
 def break_manifest(root: Path, field: str, value: Any) -> None:
-    path = root / "llama-fingpt" / "v2" / MANIFEST
+    path = root / "fingpt-llama" / "v2" / MANIFEST
     data = json.loads(path.read_text())
     data[field] = value
     path.write_text(json.dumps(data))
@@ -100,30 +100,30 @@ def break_manifest(root: Path, field: str, value: Any) -> None:
         (lambda root: break_manifest(root, "lora", {"r": 64, "alpha": 128, "target_modules": ["q_proj"]}),
          "manifest_mismatch"),
         (lambda root: break_manifest(root, "version", "v9"), "manifest_mismatch"),
-        (lambda root: (root / "llama-fingpt" / "v2" / WEIGHTS).write_bytes(b"garbage"), "corrupt_adapter"),
-        (lambda root: (root / "llama-fingpt" / "v2" / WEIGHTS).unlink(), "corrupt_adapter"),
-        (lambda root: (root / "llama-fingpt" / "v2" / MANIFEST).write_text("{"), "invalid_manifest"),
+        (lambda root: (root / "fingpt-llama" / "v2" / WEIGHTS).write_bytes(b"garbage"), "corrupt_adapter"),
+        (lambda root: (root / "fingpt-llama" / "v2" / WEIGHTS).unlink(), "corrupt_adapter"),
+        (lambda root: (root / "fingpt-llama" / "v2" / MANIFEST).write_text("{"), "invalid_manifest"),
     ],
 )
 async def test_bad_adapters_are_refused_and_nothing_changes(
     serve: Any, admin: dict[str, str], engines: Any, adapter_root: Path, damage: Any, code: str
 ) -> None:
-    write_stub_adapter(adapter_root, "llama-fingpt", "v2", "llama")
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
     damage(adapter_root)
     async with serve() as client:
         loaded = set(engines["llama"].loras)
-        r = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
+        r = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
         aliases = (await client.get("/v1/adapters", headers=admin)).json()["aliases"]
     assert r.status_code == 422, r.text
     assert error_of(r)["code"] == code
     assert set(engines["llama"].loras) == loaded
-    assert aliases["llama-fingpt"] == "llama-fingpt@v1"
+    assert aliases["fingpt-llama"] == "fingpt-llama@v1"
 
 
 async def test_rank_above_the_engine_limit_is_refused(serve: Any, admin: dict[str, str], adapter_root: Path) -> None:
-    write_stub_adapter(adapter_root, "llama-fingpt", "v2", "llama", r=32)
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama", r=32)
     async with serve() as client:
-        r = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
+        r = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
     assert error_of(r)["code"] == "rank_too_large"
 
 
@@ -137,7 +137,7 @@ async def test_names_that_are_not_plain_segments_are_refused(
         with pytest.raises(Forbidden):
             await registry.load(name, "v1")
         with pytest.raises(Forbidden):
-            await registry.load("llama-fingpt", name)
+            await registry.load("fingpt-llama", name)
     assert api.status_code == 422
 
 
@@ -147,13 +147,13 @@ async def test_symlinks_out_of_the_root_are_refused(
     outside = tmp_path / "outside"
     write_stub_adapter(outside, "evil", "v1", "llama")
     os.symlink(outside / "evil", adapter_root / "evil")
-    write_stub_adapter(adapter_root, "llama-fingpt", "v2", "llama")
-    weights = adapter_root / "llama-fingpt" / "v2" / WEIGHTS
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
+    weights = adapter_root / "fingpt-llama" / "v2" / WEIGHTS
     weights.unlink()
     os.symlink(outside / "evil" / "v1" / WEIGHTS, weights)
     async with serve() as client:
         dir_link = await client.post("/v1/adapters", json={"name": "evil"}, headers=admin)
-        file_link = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v2"}, headers=admin)
+        file_link = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
     assert dir_link.status_code == file_link.status_code == 403
     assert error_of(dir_link)["code"] == error_of(file_link)["code"] == "adapter_path_forbidden"
 
@@ -161,33 +161,33 @@ async def test_symlinks_out_of_the_root_are_refused(
 async def test_unknown_adapter_or_version_is_404(serve: Any, admin: dict[str, str]) -> None:
     async with serve() as client:
         name = await client.post("/v1/adapters", json={"name": "nobody"}, headers=admin)
-        version = await client.post("/v1/adapters", json={"name": "llama-fingpt", "version": "v9"}, headers=admin)
+        version = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v9"}, headers=admin)
     assert error_of(name)["code"] == error_of(version)["code"] == "adapter_not_found"
 
 
 async def test_load_without_promote_then_promote_then_unload(
     serve: Any, admin: dict[str, str], engines: Any, adapter_root: Path
 ) -> None:
-    write_stub_adapter(adapter_root, "llama-fingpt", "v2", "llama")
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
     async with serve() as client:
         r = await client.post("/v1/adapters", headers=admin,
-                              json={"name": "llama-fingpt", "version": "v2", "promote": False})
+                              json={"name": "fingpt-llama", "version": "v2", "promote": False})
         assert r.json()["aliases"] == []
-        serving = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})).json()
-        direct = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt@v2"})).json()
-        in_use = await client.delete("/v1/adapters/llama-fingpt/versions/v1", headers=admin)
+        serving = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})).json()
+        direct = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama@v2"})).json()
+        in_use = await client.delete("/v1/adapters/fingpt-llama/versions/v1", headers=admin)
         canary = await client.post("/v1/adapters/promote", headers=admin,
-                                   json={"alias": "llama-canary", "adapter": "llama-fingpt@v2"})
+                                   json={"alias": "llama-canary", "adapter": "fingpt-llama@v2"})
         promoted = await client.post("/v1/adapters/promote", headers=admin,
-                                     json={"alias": "llama-fingpt", "adapter": "llama-fingpt@v2"})
+                                     json={"alias": "fingpt-llama", "adapter": "fingpt-llama@v2"})
         await client.app.state.service.registry.wait_unloaded()  # type: ignore[attr-defined]
         listing = (await client.get("/v1/adapters", headers=admin)).json()
-        gone = await client.delete("/v1/adapters/llama-fingpt/versions/v1", headers=admin)
-    assert serving["adapter"] == "llama-fingpt@v1" and direct["adapter"] == "llama-fingpt@v2"
+        gone = await client.delete("/v1/adapters/fingpt-llama/versions/v1", headers=admin)
+    assert serving["adapter"] == "fingpt-llama@v1" and direct["adapter"] == "fingpt-llama@v2"
     assert in_use.status_code == 409 and error_of(in_use)["code"] == "adapter_in_use"
     assert canary.json()["aliases"] == ["llama-canary"]
-    assert sorted(promoted.json()["aliases"]) == ["llama-canary", "llama-fingpt"]
-    assert [a["version"] for a in listing["adapters"] if a["name"] == "llama-fingpt"] == ["v2"]
+    assert sorted(promoted.json()["aliases"]) == ["fingpt-llama", "llama-canary"]
+    assert [a["version"] for a in listing["adapters"] if a["name"] == "fingpt-llama"] == ["v2"]
     assert gone.status_code == 404
 
 
@@ -197,14 +197,14 @@ async def test_watcher_picks_up_new_versions_once(
     async with serve() as client:
         registry = client.app.state.service.registry  # type: ignore[attr-defined]
         assert await registry.scan_once() == []
-        write_stub_adapter(adapter_root, "llama-fingpt", "v10", "llama")
-        write_stub_adapter(adapter_root, "llama-fingpt", "v9", "llama")
-        assert await registry.scan_once() == ["llama-fingpt@v10"]
-        engines["llama"].fail_loads.add("llama-fingpt@v11")
-        write_stub_adapter(adapter_root, "llama-fingpt", "v11", "llama")
+        write_stub_adapter(adapter_root, "fingpt-llama", "v10", "llama")
+        write_stub_adapter(adapter_root, "fingpt-llama", "v9", "llama")
+        assert await registry.scan_once() == ["fingpt-llama@v10"]
+        engines["llama"].fail_loads.add("fingpt-llama@v11")
+        write_stub_adapter(adapter_root, "fingpt-llama", "v11", "llama")
         assert await registry.scan_once() == []
         assert await registry.scan_once() == []  # not retried
-        assert registry.aliases["llama-fingpt"] == "llama-fingpt@v10"
+        assert registry.aliases["fingpt-llama"] == "fingpt-llama@v10"
     assert engines["llama"].used == []
 
 

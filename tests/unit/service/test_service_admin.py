@@ -14,11 +14,11 @@ pytestmark = pytest.mark.asyncio
 
 ADMIN_CALLS = [
     ("GET", "/v1/adapters", None),
-    ("POST", "/v1/adapters", {"name": "llama-fingpt"}),
-    ("POST", "/v1/adapters/promote", {"alias": "x", "adapter": "llama-fingpt@v1"}),
-    ("DELETE", "/v1/adapters/llama-fingpt/versions/v1", None),
+    ("POST", "/v1/adapters", {"name": "fingpt-llama"}),
+    ("POST", "/v1/adapters/promote", {"alias": "x", "adapter": "fingpt-llama@v1"}),
+    ("DELETE", "/v1/adapters/fingpt-llama/versions/v1", None),
     ("GET", "/v1/routing", None),
-    ("PUT", "/v1/routing", {"arms": [{"name": "a", "adapter": "llama-fingpt", "weight": 1}]}),
+    ("PUT", "/v1/routing", {"arms": [{"name": "a", "adapter": "fingpt-llama", "weight": 1}]}),
     ("POST", "/v1/scorecard/score", None),
 ]
 
@@ -69,7 +69,7 @@ async def test_right_token_passes_and_is_compared_in_constant_time(
 async def test_forecasts_scorecards_and_probes_need_no_token(serve: Any) -> None:
     async with serve(admin_token=None) as client:
         assert (await client.post("/v1/forecast", json={"ticker": "KO"})).status_code == 200
-        assert (await client.get("/v1/adapters/llama-fingpt/scorecard")).status_code == 200
+        assert (await client.get("/v1/adapters/fingpt-llama/scorecard")).status_code == 200
         assert (await client.get("/metrics")).status_code == 200
 
 

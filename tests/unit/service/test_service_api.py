@@ -22,9 +22,9 @@ async def test_forecast_has_the_documented_shape(serve: Any) -> None:
     assert body["prediction"]["direction"] in ("up", "down")
     assert body["prediction"]["bin"][0] in "UD"
     assert body["positive_developments"] and body["concerns"] and body["analysis"]
-    assert body["adapter"] in ("llama-fingpt@v1", "deepseek-fingpt@v1")
+    assert body["adapter"] in ("fingpt-llama@v1", "fingpt-deepseek@v1")
     assert body["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert body["arm"] in ("llama-fingpt", "deepseek-fingpt")
+    assert body["arm"] in ("fingpt-llama", "fingpt-deepseek")
     assert r.headers["X-Forecast-Arm"] == body["arm"]
     snapshot = {"profile": "snapshot", "prices": "snapshot", "news": "snapshot", "financials": "snapshot"}
     assert body["freshness"] == {"stale": False, "stale_sources": [], "sources": snapshot}
@@ -37,11 +37,11 @@ async def test_forecast_has_the_documented_shape(serve: Any) -> None:
 async def test_explicit_adapter_and_historical_date(serve: Any) -> None:
     async with serve() as client:
         r = await client.post(
-            "/v1/forecast", json={"ticker": "KO", "as_of": "2023-11-15", "adapter": "deepseek-fingpt@v1"}
+            "/v1/forecast", json={"ticker": "KO", "as_of": "2023-11-15", "adapter": "fingpt-deepseek@v1"}
         )
     assert r.status_code == 200, r.text
     assert r.json()["as_of"] == "2023-11-12"
-    assert r.json()["adapter"] == "deepseek-fingpt@v1"
+    assert r.json()["adapter"] == "fingpt-deepseek@v1"
     assert r.json()["arm"] == "direct"
 
 
@@ -129,13 +129,13 @@ async def test_health_ready_and_metrics(serve: Any, engines: Any) -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
-        await client.post("/v1/forecast", json={"ticker": "AAPL", "adapter": "llama-fingpt"})
+        await client.post("/v1/forecast", json={"ticker": "AAPL", "adapter": "fingpt-llama"})
         metrics = (await client.get("/metrics")).text
         engines["deepseek"].dead = True
         not_ready = await client.get("/readyz")
     assert not_ready.status_code == 503 and error_of(not_ready)["code"] == "not_ready"
     assert "Retry-After" in not_ready.headers
-    assert 'forecast_forecasts_total{adapter="llama-fingpt",arm="direct",version="v1"} 1.0' in metrics
+    assert 'forecast_forecasts_total{adapter="fingpt-llama",arm="direct",version="v1"} 1.0' in metrics
     assert "forecast_engine_running_requests" in metrics
     assert "forecast_time_to_first_token_seconds_bucket" in metrics
     assert "ticker" not in metrics

@@ -26,7 +26,7 @@ async def test_log_survives_a_restart(serve: Any, db_url: str) -> None:
     async with serve() as client:
         ids = [(await client.post("/v1/forecast", json={"ticker": t})).json()["id"] for t in ("KO", "JPM", "V")]
     async with serve() as client:
-        cards = [(await client.get(f"/v1/adapters/{a}/scorecard")).json() for a in ("llama-fingpt", "deepseek-fingpt")]
+        cards = [(await client.get(f"/v1/adapters/{a}/scorecard")).json() for a in ("fingpt-llama", "fingpt-deepseek")]
         more = (await client.post("/v1/forecast", json={"ticker": "KO"})).json()["id"]
     log = ForecastLog(db_url)
     if db_url.startswith("sqlite"):
@@ -56,15 +56,15 @@ async def test_scorer_waits_for_the_week_to_close(
 ) -> None:
     async with serve() as client:
         for ticker in ("KO", "JPM", "AAPL"):
-            await client.post("/v1/forecast", json={"ticker": ticker, "adapter": "llama-fingpt"})
+            await client.post("/v1/forecast", json={"ticker": ticker, "adapter": "fingpt-llama"})
         early = (await client.post("/v1/scorecard/score", headers=admin)).json()
         clock.now = dt.datetime(2024, 1, 8, tzinfo=dt.UTC)
         scored = (await client.post("/v1/scorecard/score", headers=admin)).json()
         again = (await client.post("/v1/scorecard/score", headers=admin)).json()
-        card = (await client.get("/v1/adapters/llama-fingpt/scorecard")).json()
+        card = (await client.get("/v1/adapters/fingpt-llama/scorecard")).json()
         metrics = (await client.get("/metrics")).text
         log = client.app.state.service.forecast_log  # type: ignore[attr-defined]
-        rows = [r for r in _rows(log) if r.adapter == "llama-fingpt"]
+        rows = [r for r in _rows(log) if r.adapter == "fingpt-llama"]
     assert early == {"updated": 0} and scored == {"updated": 3} and again == {"updated": 0}
     for row in rows:
         built = build_prompt(market, row.ticker, row.as_of, WindowConfig(weeks=1))
@@ -76,7 +76,7 @@ async def test_scorer_waits_for_the_week_to_close(
     assert version["scored"] == 3
     assert version["binary_accuracy"] == pytest.approx(sum(hits) / 3)
     assert version["mse"] == pytest.approx(mse)
-    assert 'forecast_scored_forecasts{adapter="llama-fingpt",version="v1"} 3.0' in metrics
+    assert 'forecast_scored_forecasts{adapter="fingpt-llama",version="v1"} 3.0' in metrics
     assert "forecast_realized_binary_accuracy{" in metrics
 
 
@@ -96,9 +96,9 @@ async def test_backfill_produces_per_adapter_scorecards(serve: Any, token: str) 
     weeks = sundays(dt.date(2023, 12, 1), dt.date(2023, 12, 20))
     assert weeks == [dt.date(2023, 12, 3), dt.date(2023, 12, 10), dt.date(2023, 12, 17)]
     async with serve() as client:
-        report = await replay(client, weeks, ["KO", "JPM"], ["llama-fingpt", "deepseek-fingpt"], token)
+        report = await replay(client, weeks, ["KO", "JPM"], ["fingpt-llama", "fingpt-deepseek"], token)
     assert report["requests"] == 12 and report["failed"] == []
-    for adapter in ("llama-fingpt", "deepseek-fingpt"):
+    for adapter in ("fingpt-llama", "fingpt-deepseek"):
         card = report["scorecards"][adapter]["versions"][0]
         assert card["forecasts"] == card["scored"] == 6
         assert 0 <= card["binary_accuracy"] <= 1 and card["mse"] >= 0
@@ -127,8 +127,8 @@ async def test_a_cut_off_answer_gets_its_bin_probed_and_counted(serve: Any, engi
     request for the bin; the forecast says so, the log stores it, the scorecard and the
     metrics count it apart from parsed answers."""
     async with serve(max_new_tokens=6) as client:
-        body = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})).json()
-        card = (await client.get("/v1/adapters/llama-fingpt/scorecard")).json()["versions"][0]
+        body = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})).json()
+        card = (await client.get("/v1/adapters/fingpt-llama/scorecard")).json()["versions"][0]
         metrics = (await client.get("/metrics")).text
         row = client.app.state.service.forecast_log.get(body["id"])  # type: ignore[attr-defined]
     assert body["parse_error"] and body["prediction"]["source"] == "probe"
@@ -136,15 +136,15 @@ async def test_a_cut_off_answer_gets_its_bin_probed_and_counted(serve: Any, engi
     assert " " + body["prediction"]["text"] in bin_phrases()
     assert row is not None and row.prediction == body["prediction"]["bin"] and row.prediction_source == "probe"
     assert (card["forecasts"], card["parsed"], card["probed"]) == (1, 0, 1)
-    assert 'forecast_probed_total{adapter="llama-fingpt",arm="direct",version="v1"} 1.0' in metrics
+    assert 'forecast_probed_total{adapter="fingpt-llama",arm="direct",version="v1"} 1.0' in metrics
     probes = [u for u in engines["llama"].used if u is not None]
-    assert probes == ["llama-fingpt@v1", "llama-fingpt@v1"]  # the answer, then its bin probe
+    assert probes == ["fingpt-llama@v1", "fingpt-llama@v1"]  # the answer, then its bin probe
 
 
 async def test_without_probing_a_cut_off_answer_has_no_prediction(serve: Any) -> None:
     async with serve(max_new_tokens=6, probe_unparsed=False) as client:
-        body = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})).json()
-        card = (await client.get("/v1/adapters/llama-fingpt/scorecard")).json()["versions"][0]
+        body = (await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})).json()
+        card = (await client.get("/v1/adapters/fingpt-llama/scorecard")).json()["versions"][0]
     assert body["prediction"] is None and body["parse_error"]
     assert (card["forecasts"], card["parsed"], card["probed"], card["parse_failure_rate"]) == (1, 0, 0, 1.0)
 
@@ -163,10 +163,10 @@ async def test_a_failing_probe_leaves_the_answer_without_a_bin_and_is_counted(
 
     monkeypatch.setattr(engines["llama"], "generate", failing)
     async with serve(max_new_tokens=6) as client:
-        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})
+        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})
         metrics = (await client.get("/metrics")).text
     assert r.status_code == 200 and r.json()["prediction"] is None and r.json()["parse_error"]
-    assert 'forecast_probe_failures_total{adapter="llama-fingpt",arm="direct",version="v1"} 1.0' in metrics
+    assert 'forecast_probe_failures_total{adapter="fingpt-llama",arm="direct",version="v1"} 1.0' in metrics
 
 
 def test_an_older_log_file_gains_the_new_columns(db_url: str) -> None:

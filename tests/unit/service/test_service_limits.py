@@ -11,7 +11,7 @@ from service.testing import error_of
 async def test_over_capacity_is_503_with_retry_after(serve: Any, engines: Any) -> None:
     llama = engines["llama"]
     llama.gate = asyncio.Event()
-    body = {"ticker": "KO", "adapter": "llama-fingpt"}
+    body = {"ticker": "KO", "adapter": "fingpt-llama"}
     async with serve(max_inflight=2, retry_after_s=3) as client:
         held = [asyncio.create_task(client.post("/v1/forecast", json=body)) for _ in range(2)]
         while llama.running < 2:
@@ -28,15 +28,15 @@ async def test_over_capacity_is_503_with_retry_after(serve: Any, engines: Any) -
 async def test_dead_engine_is_503_and_nothing_is_logged(serve: Any, engines: Any) -> None:
     async with serve() as client:
         engines["llama"].dead = True
-        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})
-        other = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "deepseek-fingpt"})
+        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})
+        other = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-deepseek"})
         log = client.app.state.service.forecast_log  # type: ignore[attr-defined]
         metrics = (await client.get("/metrics")).text
     assert r.status_code == 503 and error_of(r)["code"] == "engine_unavailable"
     assert "Retry-After" in r.headers
     assert other.status_code == 200 and log.count() == 1
     assert (
-        'forecast_requests_total{adapter="llama-fingpt",arm="direct",route="forecast",'
+        'forecast_requests_total{adapter="fingpt-llama",arm="direct",route="forecast",'
         'status="503",version="v1"} 1.0'
     ) in metrics
 
@@ -46,7 +46,7 @@ async def test_dead_engine_mid_stream_ends_with_an_error_event(serve: Any, engin
 
     async with serve() as client:
         engines["deepseek"].dead = True
-        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "deepseek-fingpt", "stream": True})
+        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-deepseek", "stream": True})
     assert r.status_code == 200
     events = parse_sse(r.text)
     assert events[-1][0] == "error" and '"engine_unavailable"' in events[-1][1]

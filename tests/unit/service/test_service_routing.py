@@ -69,8 +69,8 @@ async def test_split_and_stickiness_through_the_api(serve: Any, admin: dict[str,
     n, p_llama = 240, 0.75
     async with serve() as client:
         table = {"arms": [
-            {"name": "A", "adapter": "llama-fingpt", "weight": 3},
-            {"name": "B", "adapter": "deepseek-fingpt", "weight": 1},
+            {"name": "A", "adapter": "fingpt-llama", "weight": 3},
+            {"name": "B", "adapter": "fingpt-deepseek", "weight": 1},
         ]}
         put = await client.put("/v1/routing", json=table, headers=admin)
         assert put.status_code == 200 and put.json()["version"] == 2
@@ -79,7 +79,7 @@ async def test_split_and_stickiness_through_the_api(serve: Any, admin: dict[str,
             r = await client.post("/v1/forecast", json={"ticker": "KO"}, headers={"X-Client-Key": f"c{i}"})
             body = r.json()
             assert body["arm"] == r.headers["X-Forecast-Arm"]
-            assert body["adapter"].startswith("llama" if body["arm"] == "A" else "deepseek")
+            assert body["adapter"].startswith("fingpt-llama@" if body["arm"] == "A" else "fingpt-deepseek@")
             arms[body["arm"]] += 1
         repeats = {
             (await client.post("/v1/forecast", json={"ticker": "KO"}, headers={"X-Client-Key": "c7"})).json()["arm"]
@@ -94,12 +94,12 @@ async def test_bad_routing_tables_are_422(serve: Any, admin: dict[str, str]) -> 
         unknown = await client.put("/v1/routing", headers=admin, json={
             "arms": [{"name": "A", "adapter": "nope", "weight": 1}]})
         zero = await client.put("/v1/routing", headers=admin, json={
-            "arms": [{"name": "A", "adapter": "llama-fingpt", "weight": 0}]})
+            "arms": [{"name": "A", "adapter": "fingpt-llama", "weight": 0}]})
         dup = await client.put("/v1/routing", headers=admin, json={"arms": [
-            {"name": "A", "adapter": "llama-fingpt", "weight": 1},
-            {"name": "A", "adapter": "deepseek-fingpt", "weight": 1}]})
+            {"name": "A", "adapter": "fingpt-llama", "weight": 1},
+            {"name": "A", "adapter": "fingpt-deepseek", "weight": 1}]})
         negative = await client.put("/v1/routing", headers=admin, json={
-            "arms": [{"name": "A", "adapter": "llama-fingpt", "weight": -1}]})
+            "arms": [{"name": "A", "adapter": "fingpt-llama", "weight": -1}]})
         unchanged = (await client.get("/v1/routing", headers=admin)).json()
     assert error_of(unknown)["code"] == "unknown_alias"
     assert error_of(zero)["code"] == error_of(dup)["code"] == "invalid_routing"
@@ -111,14 +111,14 @@ async def test_shadow_arm_is_logged_not_returned(serve: Any, admin: dict[str, st
     async with serve() as client:
         app = client.app  # type: ignore[attr-defined]
         await client.put("/v1/routing", headers=admin, json={
-            "arms": [{"name": "main", "adapter": "llama-fingpt", "weight": 1}],
-            "shadow": "deepseek-fingpt"})
+            "arms": [{"name": "main", "adapter": "fingpt-llama", "weight": 1}],
+            "shadow": "fingpt-deepseek"})
         bodies = [(await client.post("/v1/forecast", json={"ticker": t})).json() for t in ("KO", "JPM")]
         await app.state.service.forecaster.drain()
-        cards = (await client.get("/v1/adapters/deepseek-fingpt/scorecard")).json()
+        cards = (await client.get("/v1/adapters/fingpt-deepseek/scorecard")).json()
         metrics = (await client.get("/metrics")).text
     assert [b["arm"] for b in bodies] == ["main", "main"]
-    assert all(b["adapter"] == "llama-fingpt@v1" for b in bodies)
-    assert engines["deepseek"].used == ["deepseek-fingpt@v1", "deepseek-fingpt@v1"]
+    assert all(b["adapter"] == "fingpt-llama@v1" for b in bodies)
+    assert engines["deepseek"].used == ["fingpt-deepseek@v1", "fingpt-deepseek@v1"]
     assert cards["overall"]["forecasts"] == 2
-    assert 'forecast_forecasts_total{adapter="deepseek-fingpt",arm="shadow",version="v1"} 2.0' in metrics
+    assert 'forecast_forecasts_total{adapter="fingpt-deepseek",arm="shadow",version="v1"} 2.0' in metrics

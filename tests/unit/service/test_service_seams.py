@@ -66,7 +66,7 @@ async def test_a_batch_has_all_its_tickers_in_flight_at_once(serve: Any, engines
     engines["llama"].gate = asyncio.Event()
     async with serve() as client:
         pending = asyncio.create_task(client.post(
-            "/v1/forecast/batch", json={"tickers": tickers, "adapter": "llama-fingpt"}))
+            "/v1/forecast/batch", json={"tickers": tickers, "adapter": "fingpt-llama"}))
         try:
             await until(lambda: engines["llama"].running == len(tickers), "3 generations in flight")
         finally:
@@ -89,7 +89,7 @@ async def test_a_prompt_the_engine_refuses_is_a_422(
 
     monkeypatch.setattr(engines["llama"], "generate", refuse)
     async with serve() as client:
-        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})
+        r = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})
         rows = client.app.state.service.forecast_log.count()  # type: ignore[attr-defined]
     assert r.status_code == 422, r.text
     assert error_of(r)["code"] == "prompt_rejected"
@@ -102,8 +102,8 @@ async def test_a_prompt_the_engine_refuses_is_a_422(
 
 async def test_the_shadow_is_sampled_at_its_fraction(serve: Any, admin: dict[str, str]) -> None:
     n, p = 4000, 0.25
-    table = {"arms": [{"name": "A", "adapter": "llama-fingpt", "weight": 1}],
-             "shadow": "deepseek-fingpt", "shadow_fraction": p}
+    table = {"arms": [{"name": "A", "adapter": "fingpt-llama", "weight": 1}],
+             "shadow": "fingpt-deepseek", "shadow_fraction": p}
     async with serve() as client:
         put = await client.put("/v1/routing", json=table, headers=admin)
         router = client.app.state.service.router  # type: ignore[attr-defined]
@@ -111,8 +111,8 @@ async def test_the_shadow_is_sampled_at_its_fraction(serve: Any, admin: dict[str
         again = [router.choose(f"user-{i}") for i in range(200)]
     assert put.status_code == 200, put.text
     assert put.json()["shadow_fraction"] == p
-    shadowed = sum(r.shadow == "deepseek-fingpt" for r in routes)
-    assert all(r.shadow in (None, "deepseek-fingpt") for r in routes)
+    shadowed = sum(r.shadow == "fingpt-deepseek" for r in routes)
+    assert all(r.shadow in (None, "fingpt-deepseek") for r in routes)
     # Binomial(4000, 0.25) within 4 sd (±110): a correct router fails with probability < 1e-4.
     assert abs(shadowed - n * p) <= 4 * math.sqrt(n * p * (1 - p)), shadowed
     assert [r.shadow for r in again] == [r.shadow for r in routes[:200]]  # sticky per key
@@ -126,23 +126,23 @@ async def test_an_unused_version_unloads(
 ) -> None:
     from service.testing import write_stub_adapter
 
-    write_stub_adapter(adapter_root, "llama-fingpt", "v2", "llama")
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
     async with serve() as client:
         staged = await client.post("/v1/adapters", headers=admin,
-                                   json={"name": "llama-fingpt", "version": "v2", "promote": False})
+                                   json={"name": "fingpt-llama", "version": "v2", "promote": False})
         lora_id = staged.json()["lora_id"]
         assert lora_id in engines["llama"].loras
         gone = await asyncio.wait_for(
-            client.delete("/v1/adapters/llama-fingpt/versions/v2", headers=admin), BOUND_S)
+            client.delete("/v1/adapters/fingpt-llama/versions/v2", headers=admin), BOUND_S)
         listing = (await client.get("/v1/adapters", headers=admin)).json()
-        direct = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt@v2"})
-        serving = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "llama-fingpt"})
+        direct = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama@v2"})
+        serving = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})
     assert gone.status_code == 200, gone.text
     assert (gone.json()["version"], gone.json()["loaded"]) == ("v2", False)
     assert lora_id not in engines["llama"].loras and lora_id in engines["llama"].removed
-    assert [a["version"] for a in listing["adapters"] if a["name"] == "llama-fingpt"] == ["v1"]
+    assert [a["version"] for a in listing["adapters"] if a["name"] == "fingpt-llama"] == ["v1"]
     assert direct.status_code == 404 and error_of(direct)["code"] == "adapter_not_loaded"
-    assert serving.status_code == 200 and serving.json()["adapter"] == "llama-fingpt@v1"
+    assert serving.status_code == 200 and serving.json()["adapter"] == "fingpt-llama@v1"
 
 
 # -- a client that goes away mid-stream ---------------------------------------------------
@@ -164,7 +164,7 @@ class HoldsAfterTheFirstToken(FakeEngine):
 
 async def test_a_client_that_disconnects_mid_stream_releases_its_lease(serve: Any, engines: Any) -> None:
     engines["llama"] = HoldsAfterTheFirstToken("llama")
-    body = json.dumps({"ticker": "KO", "adapter": "llama-fingpt", "stream": True}).encode()
+    body = json.dumps({"ticker": "KO", "adapter": "fingpt-llama", "stream": True}).encode()
     gone = asyncio.Event()
     sent: list[dict[str, Any]] = []
     first = True
@@ -191,7 +191,7 @@ async def test_a_client_that_disconnects_mid_stream_releases_its_lease(serve: An
     async with serve() as client:
         app = client.app  # type: ignore[attr-defined]
         registry = app.state.service.registry
-        adapter = registry.resolve("llama-fingpt")
+        adapter = registry.resolve("fingpt-llama")
         call = asyncio.create_task(app(scope, receive, send))
         await until(gone.is_set, "the first token sent")
         await until(lambda: adapter.inflight == 0, "the adapter lease released")

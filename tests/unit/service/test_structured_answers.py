@@ -32,8 +32,8 @@ async def test_each_base_gets_its_formats_expression_fitted_to_the_budget(
     serve: Any, engines: dict[str, FakeEngine]
 ) -> None:
     async with serve(max_new_tokens=700) as client:
-        await _forecast(client, "llama-fingpt@v1")
-        await _forecast(client, "deepseek-fingpt@v1")
+        await _forecast(client, "fingpt-llama@v1")
+        await _forecast(client, "fingpt-deepseek@v1")
     llama, deepseek = engines["llama"].params[-1], engines["deepseek"].params[-1]
     assert llama.regex == answer_regex(ChatFormat.LLAMA3, LIMITS.fitting(700, ChatFormat.LLAMA3))
     assert deepseek.regex == answer_regex(ChatFormat.DEEPSEEK_R1, LIMITS.fitting(700, ChatFormat.DEEPSEEK_R1))
@@ -48,21 +48,21 @@ async def test_the_fake_answer_the_engine_returns_matches_its_expression(
     serve: Any, engines: dict[str, FakeEngine]
 ) -> None:
     async with serve(max_new_tokens=1024) as client:
-        body = await _forecast(client, "llama-fingpt@v1")
+        body = await _forecast(client, "fingpt-llama@v1")
     assert body["prediction"]["source"] == "line"  # read from the answer's own Prediction line
     assert re.fullmatch(engines["llama"].params[-1].regex or "", body["raw_text"])
 
 
 async def test_the_setting_turns_the_constraint_off(serve: Any, engines: dict[str, FakeEngine]) -> None:
     async with serve(structured_answers=False) as client:
-        await _forecast(client, "llama-fingpt@v1")
+        await _forecast(client, "fingpt-llama@v1")
     assert engines["llama"].params[-1].regex is None
 
 
 async def test_an_engine_without_structured_output_gets_free_text(serve: Any, engines: dict[str, FakeEngine]) -> None:
     engines["llama"] = FakeEngine("llama")
     async with serve() as client:
-        await _forecast(client, "llama-fingpt@v1")
+        await _forecast(client, "fingpt-llama@v1")
     assert engines["llama"].params[-1].regex is None
 
 

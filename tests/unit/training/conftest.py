@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from training.config import TINY_MODEL_DIR
+from forecast.basemodels import TINY_MODEL_DIR
 
 
 @pytest.fixture(scope="session")

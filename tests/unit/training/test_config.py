@@ -12,6 +12,7 @@ import deepspeed
 import pytest
 from deepspeed.runtime.config import DeepSpeedConfig
 
+from forecast.basemodels import BASES
 from training.config import (
     CONFIG_DIR,
     DS_ZERO0_ZEROONE,
@@ -60,7 +61,7 @@ def test_deepspeed_config_parses(path: Path) -> None:
 
 @pytest.mark.parametrize("path", RUN_PRESETS, ids=lambda p: p.name)
 def test_run_preset_loads_and_validates(path: Path) -> None:
-    for base in ("llama", "deepseek"):
+    for base in BASES:
         run = load_run(path, base=base)
         assert run.train.deepspeed_config.exists()
         assert run.adapter_name == f"fingpt-{base}"

@@ -35,7 +35,7 @@ def test_study_minimizes_mse_and_persists(tmp_path: Path, monkeypatch: pytest.Mo
         kept = {"checkpoint": "checkpoint-2", "mse": mse, "eval_loss": 2.0, "binary_accuracy": 0.5, "train_loss": 2.1}
         return {"checkpoints": [kept], "best_checkpoint": "checkpoint-2"}
 
-    monkeypatch.setattr(search, "train", fake_train)
+    monkeypatch.setattr(search, "launch", fake_train)
     monkeypatch.setattr(search, "evaluate_run", fake_evaluate)
     preset = tmp_path / "preset.json"
     raw = json.loads(search.SEARCH_PRESET.read_text())

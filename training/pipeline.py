@@ -2,38 +2,26 @@
 MSE minimum → adapter + manifest → comparison report.
 
     python -m training one  --base llama [--config training/configs/cpu_tiny.json]
-    python -m training both [--config ...] [--report-dir reports/cpu]
+    python -m training all [--config ...] [--report-dir reports/cpu]
     python -m training report var/runs/cpu/llama var/runs/cpu/deepseek --out reports/cpu
     python -m training search --trials 3
 
-Each fine-tune runs in its own ``deepspeed --num_gpus 1`` process (``training.finetune``
-re-executes itself under the launcher); evaluation and the report run in this process.
+Each fine-tune runs in its own ``deepspeed --num_gpus 1`` process (``training.finetune.launch``;
+the module re-executes itself under the launcher); evaluation and the report run in this process.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from forecast.basemodels import BASES
 from training.config import load_run
 from training.evaluate import evaluate_run
-from training.finetune import default_run_dir
+from training.finetune import default_run_dir, launch
 
 CPU_PRESET = Path(__file__).parent / "configs" / "cpu_tiny.json"
-
-
-def train(config: Path | None, base: str, run_dir: Path, resume: bool = False) -> None:
-    """One base's fine-tune in a deepspeed-launched process; raises if it fails."""
-    cmd = [sys.executable, "-m", "training.finetune", "--base", base, "--run-dir", str(run_dir)]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    if resume:
-        cmd.append("--resume")
-    subprocess.run(cmd, check=True)
 
 
 def run_base(
@@ -43,15 +31,16 @@ def run_base(
     """Train one base, score its checkpoints, write its adapter; the evaluation report."""
     run = load_run(config, base=base)
     run_dir = run_dir or default_run_dir(run)
-    train(config, base, run_dir, resume)
+    launch(config, base, run_dir, resume)
     return evaluate_run(run_dir, adapter_root)
 
 
-def run_both(
+def run_bases(
     config: Path | None, *, runs_dir: Path | None = None, adapter_root: Path | None = None,
     report_dir: Path | None = None, resume: bool = False,
 ) -> list[Path]:
-    """Both bases, one after the other, then the comparison report (when ``report_dir``)."""
+    """Every base of ``BASES``, one after the other, then the comparison report (when
+    ``report_dir``)."""
     run_dirs = []
     for base in BASES:
         run = load_run(config, base=base)
@@ -70,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     one = sub.add_parser("one", help="train, evaluate and ship one base")
     one.add_argument("--base", choices=sorted(BASES), required=True)
-    both = sub.add_parser("both", help="train, evaluate and ship both bases, then report")
-    both.add_argument("--report-dir", type=Path)
-    for cmd in (one, both):
+    every = sub.add_parser(
+        "all", aliases=["both"], help="train, evaluate and ship every base, then report"
+    )
+    every.add_argument("--report-dir", type=Path)
+    for cmd in (one, every):
         cmd.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
         cmd.add_argument("--config", type=Path, default=None, help="preset (default: 8B recipe)")
         cmd.add_argument("--adapter-root", type=Path)
@@ -89,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "one":
         report = run_base(args.config, args.base, adapter_root=args.adapter_root, resume=args.resume)
         print(f"{args.base}: kept {report['best_checkpoint']} → {report['adapter_dir']}")
-    elif args.command == "both":
-        dirs = run_both(
+    elif args.command in ("all", "both"):
+        dirs = run_bases(
             args.config, adapter_root=args.adapter_root, report_dir=args.report_dir, resume=args.resume
         )
         print("runs:", *map(str, dirs))
