@@ -80,6 +80,37 @@ async def test_scorer_waits_for_the_week_to_close(
     assert "forecast_realized_binary_accuracy{" in metrics
 
 
+# Hand values, independent of the product's code: the snapshot CSVs' Adj Close of Friday
+# 2023-12-29 (the last close before the week of 2023-12-31) and of Friday 2024-01-05 (its last).
+HAND_RETURNS = {
+    "KO": (59.669998 / 58.93 - 1, "U2"),  # +1.26 %
+    "JPM": (172.270004 / 169.057541 - 1, "U2"),  # +1.90 % (a dividend in the adjusted close)
+    "AAPL": (180.949097 / 192.284637 - 1, "D5+"),  # -5.90 %
+}
+
+
+async def test_realized_returns_match_closes_computed_by_hand(
+    serve: Any, admin: dict[str, str], clock: Any
+) -> None:
+    async with serve() as client:
+        for ticker in HAND_RETURNS:
+            await client.post("/v1/forecast", json={"ticker": ticker, "adapter": "fingpt-llama"})
+        clock.now = dt.datetime(2024, 1, 8, tzinfo=dt.UTC)
+        await client.post("/v1/scorecard/score", headers=admin)
+        card = (await client.get("/v1/adapters/fingpt-llama/scorecard")).json()
+        rows = _rows(client.app.state.service.forecast_log)  # type: ignore[attr-defined]
+    assert {r.as_of for r in rows} == {dt.date(2023, 12, 31)}
+    for row in rows:
+        realized, label = HAND_RETURNS[row.ticker]
+        assert row.realized_return == pytest.approx(realized, abs=1e-9)
+        assert row.realized_bin == label
+    # MSE over bin midpoints (U2 -> 1.5, D5+ -> -5.5), each forecast's own predicted midpoint
+    expected = sum(
+        (r.predicted_mid - {"U2": 1.5, "D5+": -5.5}[HAND_RETURNS[r.ticker][1]]) ** 2 for r in rows
+    ) / 3
+    assert card["versions"][0]["mse"] == pytest.approx(expected)
+
+
 def test_weeks_the_provider_cannot_price_stay_pending(db_url: str, market: Any) -> None:
     from service.scoring import Scorer
     from service.telemetry import Telemetry
