@@ -35,7 +35,8 @@ log = logging.getLogger("service")
 
 def prepare_settings(settings: ServiceSettings, data: DataSettings, demo_adapters: bool) -> ServiceSettings:
     """The settings an entry point serves: the snapshot's last week as the default date on
-    the snapshot, the tiny model materialized when an engine runs it, and with
+    the snapshot, the tiny model materialized when an engine runs it, the shipped release
+    adapters seeded and preloaded when nothing else is configured to preload, and with
     ``demo_adapters`` untrained stand-ins written (where none exist) and preloaded."""
     updates: dict[str, object] = {}
     if settings.default_as_of is None and data.data_source == "snapshot":
@@ -51,6 +52,14 @@ def prepare_settings(settings: ServiceSettings, data: DataSettings, demo_adapter
             base_model=resolve_model_id(first),
         )
         updates["preload"] = list(dict.fromkeys([*settings.preload, *names]))
+    elif not settings.preload and not settings.routing:
+        from service.demo_adapters import seed_release_adapters
+
+        seeded = seed_release_adapters(
+            settings.adapter_root, [e.base for e in settings.engines],
+            base_model=resolve_model_id(settings.engines[0]),
+        )
+        updates["preload"] = list(seeded)
     return settings.model_copy(update=updates)
 
 
