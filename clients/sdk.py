@@ -223,7 +223,7 @@ class Client(_Core):
 
     def __init__(
         self, base_url: str = DEFAULT_URL, *, admin_token: str | None = None,
-        client_key: str | None = None, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        client_key: str | None = None, timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None,
         seed: int | None = None, sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -355,7 +355,7 @@ class AsyncClient(_Core):
 
     def __init__(
         self, base_url: str = DEFAULT_URL, *, admin_token: str | None = None,
-        client_key: str | None = None, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        client_key: str | None = None, timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None, seed: int | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
