@@ -1,11 +1,10 @@
 """One forecast, end to end: prompt → route → adapter lease → engine → parse → log → metrics.
 
-A route makes one call: :meth:`Forecaster.forecast`, :meth:`Forecaster.stream`, or
-:func:`service.batch.start_batch` (which calls :meth:`Forecaster.forecast_ticker` per ticker).
-Behind them one pipeline (``_events``) yields the answer's text deltas as the engine produces
-them and then the finished :class:`~service.schemas.ForecastResponse`; admission, the adapter
-lease, engine errors and request counting are the :class:`~service.gateway.Gateway`'s. The forecast is written to the
-log *before* the response is yielded, so an acknowledged forecast is a stored one.
+A route makes one call (:meth:`Forecaster.forecast`, :meth:`Forecaster.stream`, or
+:func:`service.batch.start_batch`, which calls :meth:`Forecaster.forecast_ticker`). Behind them
+one pipeline yields the answer's text deltas as they come, then the stored
+:class:`~service.schemas.ForecastResponse` (logged *before* it is yielded, so an acknowledged
+forecast is a stored one); the :class:`~service.gateway.Gateway` admits, leases and counts.
 """
 
 from __future__ import annotations
@@ -32,8 +31,7 @@ from service.forecast_log import ForecastLog, ForecastRow, new_id, prompt_hash
 from service.gateway import NO_ADAPTER, Gateway
 from service.generation import Answer, answer_params, probe_bin, read_answer
 from service.market_gate import MarketGate
-from service.preflight import window_of
-from service.prompt_options import ContextCheck, options_of, resolve_window
+from service.prompt_options import ContextCheck, options_of
 from service.routing import Route
 from service.schemas import ForecastRequest, ForecastResponse, Latency, PromptOptionsIn
 from service.settings import SHADOW_ARM, ServiceSettings
@@ -78,7 +76,6 @@ class Forecaster:
         self._telemetry = telemetry
         self._now = now
         self._context = context
-        self._window = window_of(settings)  # the default; a request's options go over it
         self._background: set[asyncio.Task[None]] = set()
 
     # -- one call per route ---------------------------------------------------------------
@@ -114,17 +111,13 @@ class Forecaster:
         return day
 
     async def window(self, options: PromptOptionsIn) -> WindowConfig:
-        """The request's prompt options over the settings; 422 when they could build a prompt
-        too long for an engine's context (nothing fetched yet)."""
-        window = resolve_window(options, self._window)
-        await self._context.check(window)
-        return window
+        return await self._context.window(options)  # 422 for a prompt too long, nothing fetched
 
     async def _request(
         self, request: ForecastRequest, client_key: str | None, label: str
     ) -> tuple[Prepared, Route]:
         day = self.resolve_day(request.as_of)
-        window = await self.window(request)  # 422 for a prompt too long, before any data is fetched
+        window = await self.window(request)
         return await self._prepare(request.ticker, day, window, request.adapter, client_key, label)
 
     async def _prepare(
