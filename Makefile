@@ -39,7 +39,7 @@ demo: install
 lint: install
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/mypy forecast
+	$(BIN)/mypy forecast service
 
 unit: install
 	$(BIN)/pytest tests/unit -q

@@ -32,7 +32,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,30 +41,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, tiny_model, write_result  # noqa: E402
-from clients.loadgen import DOW30_2023, LoadConfig, Reweight, Swap, report_table, run_load  # noqa: E402
+from clients.loadgen import (  # noqa: E402
+    DOW30_2023,
+    CountingTransport,
+    LoadConfig,
+    Reweight,
+    Swap,
+    report_table,
+    run_load,
+)
 
 WORK = ROOT / "var" / "bench" / "reliability_load"
 LLAMA, DEEPSEEK = "fingpt-llama", "fingpt-deepseek"
-
-
-class CountingTransport(httpx.AsyncBaseTransport):
-    """Counts every forecast answer on the wire by status (retried ones included)."""
-
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-        self.statuses: Counter[int] = Counter()
-        self.shed_without_retry_after = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        if request.url.path.startswith("/v1/forecast"):
-            self.statuses[response.status_code] += 1
-            if response.status_code == 503 and "retry-after" not in response.headers:
-                self.shed_without_retry_after += 1
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def free_port() -> int:

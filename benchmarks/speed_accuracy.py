@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -34,8 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from clients.errors import ConflictError
+from clients.retry import NO_RETRY
 from forecast.basemodels import BASES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from forecast.providers.snapshot import SnapshotMarketData
     from forecast.settings import DataSettings
     from service.backfill import replay, sundays
-    from service.bootstrap import prepare_settings, running
+    from service.bootstrap import prepare_settings, running, sdk_client
     from service.manifest import versions_on_disk
     from service.settings import EngineSettings, ServiceSettings
 
@@ -135,34 +136,29 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     ]
     weeks = sundays(args.start, args.end)
     rows: list[dict[str, Any]] = []
-    async with running(settings, SnapshotMarketData()) as app:
-        admin = {"Authorization": f"Bearer {token}"}
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=None) as c:
-            for target in targets:
-                name, version = target.split("@", 1)
-                r = await c.post("/v1/adapters", headers=admin,
-                                 json={"name": name, "version": version, "promote": False})
-                if r.status_code not in (201, 409):
-                    r.raise_for_status()
-            await replay(c, weeks[:1], args.tickers[:2], targets, token, args.concurrency)  # warm-up
-            with app.state.service.forecast_log.engine.begin() as conn:  # this run's own log
-                conn.execute(text("DELETE FROM forecasts"))
-            for target in targets:
-                t0 = time.perf_counter()
-                report = await replay(c, weeks, args.tickers, [target], token, args.concurrency)
-                wall = time.perf_counter() - t0
-                name, version = target.split("@", 1)
-                card = next(v for v in report["scorecards"][target]["versions"] if v["version"] == version)
-                manifest = json.loads((args.adapter_root / name / version / "adapter.json").read_text())
-                errors = squared_errors_logged(app.state.service.forecast_log.engine, name, version)
-                rows.append({
-                    **card, **intervals(card["scored"], card["binary_accuracy"], errors, args.seed),
-                    "adapter": target, "trained": "note" not in manifest,
-                    "base_model": manifest.get("base_model"), "requests": report["requests"],
-                    "failed": len(report["failed"]), "wall_s": wall,
-                    "forecasts_per_s": report["requests"] / wall,
-                })
+    async with running(settings, SnapshotMarketData()) as app, sdk_client(app, settings, retry=NO_RETRY) as c:
+        for target in targets:
+            name, version = target.split("@", 1)
+            with contextlib.suppress(ConflictError):  # already loaded
+                await c.load_adapter(name, version, promote=False)
+        await replay(c, weeks[:1], args.tickers[:2], targets, args.concurrency)  # warm-up
+        with app.state.service.forecast_log.engine.begin() as conn:  # this run's own log
+            conn.execute(text("DELETE FROM forecasts"))
+        for target in targets:
+            t0 = time.perf_counter()
+            report = await replay(c, weeks, args.tickers, [target], args.concurrency)
+            wall = time.perf_counter() - t0
+            name, version = target.split("@", 1)
+            card = next(v for v in report["scorecards"][target]["versions"] if v["version"] == version)
+            manifest = json.loads((args.adapter_root / name / version / "adapter.json").read_text())
+            errors = squared_errors_logged(app.state.service.forecast_log.engine, name, version)
+            rows.append({
+                **card, **intervals(card["scored"], card["binary_accuracy"], errors, args.seed),
+                "adapter": target, "trained": "note" not in manifest,
+                "base_model": manifest.get("base_model"), "requests": report["requests"],
+                "failed": len(report["failed"]), "wall_s": wall,
+                "forecasts_per_s": report["requests"] / wall,
+            })
     return {
         "benchmark": "speed_accuracy",
         "machine": machine(),

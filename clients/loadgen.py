@@ -23,6 +23,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,6 +133,26 @@ class _Budget:
                 return False
             self._left -= 1
         return True
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Counts every forecast answer on the wire by status (retried ones included)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.statuses: Counter[int] = Counter()
+        self.shed_without_retry_after = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if request.url.path.startswith("/v1/forecast"):
+            self.statuses[response.status_code] += 1
+            if response.status_code == 503 and "retry-after" not in response.headers:
+                self.shed_without_retry_after += 1
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def run_load(

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from clients.errors import APIConnectionError, APITimeoutError, error_from_response
+from clients.errors import error_from_response
 from clients.models import (
     AdapterList,
     AdapterVersion,
@@ -39,7 +39,7 @@ from clients.models import (
     RoutingArm,
     Scorecard,
 )
-from clients.retry import RetryPolicy
+from clients.retry import Attempts, RetryPolicy
 from clients.stream import (
     AsyncForecastStream,
     ForecastStream,
@@ -49,6 +49,7 @@ from clients.stream import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 CLIENT_KEY_HEADER = "X-Client-Key"
 SSE_ACCEPT = {"Accept": "text/event-stream"}
@@ -80,43 +81,39 @@ def _options(options: PromptOptions | None) -> dict[str, Any]:
     return {} if options is None else options.model_dump(exclude_none=True)
 
 
+def _post(
+    path: str, key: str | None, stream: bool, options: PromptOptions | None, **fields: Any
+) -> Call:
+    """A forecast request: its fields, then ``stream`` when set, then the prompt options."""
+    body = _body(**fields, stream=stream or None) | _options(options)
+    headers = _key(key) | (SSE_ACCEPT if stream else {})
+    return Call("POST", path, body, headers=headers)
+
+
 class _Endpoints:
     """The service's routes, written once for both clients."""
 
     @staticmethod
     def forecast(
-        ticker: str,
-        as_of: dt.date | None,
-        adapter: str | None,
-        stream: bool,
-        key: str | None,
+        ticker: str, as_of: dt.date | None, adapter: str | None, stream: bool, key: str | None,
         options: PromptOptions | None = None,
     ) -> Call:
-        body = _body(ticker=ticker, as_of=as_of, adapter=adapter, stream=stream or None)
-        headers = _key(key) | (SSE_ACCEPT if stream else {})
-        return Call("POST", "/v1/forecast", body | _options(options), headers=headers)
+        return _post("/v1/forecast", key, stream, options, ticker=ticker, as_of=as_of, adapter=adapter)
 
     @staticmethod
     def batch(
-        tickers: list[str] | None,
-        as_of: dt.date | None,
-        adapter: str | None,
-        key: str | None,
-        options: PromptOptions | None = None,
+        tickers: list[str] | None, as_of: dt.date | None, adapter: str | None, key: str | None,
+        options: PromptOptions | None = None, *, stream: bool = False,
     ) -> Call:
-        body = _body(tickers=tickers, as_of=as_of, adapter=adapter) | _options(options)
-        return Call("POST", "/v1/forecast/batch", body, headers=_key(key))
+        fields = {"tickers": tickers, "as_of": as_of, "adapter": adapter}
+        return _post("/v1/forecast/batch", key, stream, options, **fields)
 
     @staticmethod
     def batch_stream(
-        tickers: list[str] | None,
-        as_of: dt.date | None,
-        adapter: str | None,
-        key: str | None,
+        tickers: list[str] | None, as_of: dt.date | None, adapter: str | None, key: str | None,
         options: PromptOptions | None = None,
     ) -> Call:
-        body = _body(tickers=tickers, as_of=as_of, adapter=adapter, stream=True) | _options(options)
-        return Call("POST", "/v1/forecast/batch", body, headers=_key(key) | SSE_ACCEPT)
+        return _Endpoints.batch(tickers, as_of, adapter, key, options, stream=True)
 
     adapters = staticmethod(lambda: Call("GET", "/v1/adapters", admin=True))
 
@@ -186,13 +183,8 @@ class _Core:
     """Configuration and request building shared by the two clients."""
 
     def __init__(
-        self,
-        base_url: str,
-        *,
-        admin_token: str | None,
-        client_key: str | None,
-        retry: RetryPolicy,
-        seed: int | None,
+        self, base_url: str, admin_token: str | None, client_key: str | None,
+        retry: RetryPolicy, seed: int | None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._admin_token = admin_token
@@ -212,8 +204,12 @@ class _Core:
     def key(self, client_key: str | None) -> str | None:
         return client_key if client_key is not None else self.client_key
 
-    def backoff(self, attempt: int, retry_after: float | None) -> float:
-        return self.retry.delay(attempt, retry_after, self._rng)
+    def attempts(self) -> Attempts:
+        """The retry decisions of one request, under this client's policy."""
+        return Attempts(self.retry, self._rng)
+
+    def request(self, http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
+        return http.build_request(call.method, call.path, json=call.json, headers=self.headers(call))
 
 
 def _decode(response: httpx.Response, model: type[M]) -> M:
@@ -222,36 +218,16 @@ def _decode(response: httpx.Response, model: type[M]) -> M:
     return model.model_validate(response.json())
 
 
-def _connection_error(exc: httpx.TransportError) -> APIConnectionError:
-    if isinstance(exc, httpx.TimeoutException):
-        return APITimeoutError(f"{type(exc).__name__}: {exc}")
-    return APIConnectionError(f"{type(exc).__name__}: {exc}")
-
-
-def _retryable_transport(exc: httpx.TransportError) -> bool:
-    """Only failures where the request surely did not reach the service."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-
-
 class Client(_Core):
     """Synchronous client. Use as a context manager or call :meth:`close`."""
 
     def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        *,
-        admin_token: str | None = None,
-        client_key: str | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
-        seed: int | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        self, base_url: str = DEFAULT_URL, *, admin_token: str | None = None,
+        client_key: str | None = None, timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None,
+        seed: int | None = None, sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(
-            base_url, admin_token=admin_token, client_key=client_key,
-            retry=retry or RetryPolicy(), seed=seed,
-        )  # fmt: skip
+        super().__init__(base_url, admin_token, client_key, retry or RetryPolicy(), seed)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         self._sleep = sleep
 
@@ -266,79 +242,50 @@ class Client(_Core):
 
     def _send(self, call: Call, *, stream: bool = False) -> httpx.Response:
         """Send with retries; a streamed response is returned open (status already checked)."""
-        attempt = 0
+        attempts = self.attempts()
         while True:
-            request = self._http.build_request(
-                call.method, call.path, json=call.json, headers=self.headers(call)
-            )
             try:
-                response = self._http.send(request, stream=stream)
+                response = self._http.send(self.request(self._http, call), stream=stream)
             except httpx.TransportError as exc:
-                if _retryable_transport(exc) and attempt < self.retry.max_retries:
-                    self._sleep(self.backoff(attempt, None))
-                    attempt += 1
-                    continue
-                raise _connection_error(exc) from exc
+                self._sleep(attempts.after_failure(exc))  # or raises the connection error
+                continue
             if not response.is_error:
                 return response
             response.read()
             response.close()
-            if not self.retry.should_retry_status(response.status_code, attempt):
-                raise error_from_response(response)
-            retry_after = error_from_response(response).retry_after
-            self._sleep(self.backoff(attempt, retry_after))
-            attempt += 1
+            self._sleep(attempts.after_answer(response))  # or raises the typed error
 
     def _json(self, call: Call, model: type[M]) -> M:
         return _decode(self._send(call), model)
 
     # -- forecasts ---------------------------------------------------------------------------
     def forecast(
-        self,
-        ticker: str,
-        *,
-        as_of: dt.date | None = None,
-        adapter: str | None = None,
-        client_key: str | None = None,
-        options: PromptOptions | None = None,
+        self, ticker: str, *, as_of: dt.date | None = None, adapter: str | None = None,
+        client_key: str | None = None, options: PromptOptions | None = None,
     ) -> Forecast:
         call = _Endpoints.forecast(ticker, as_of, adapter, False, self.key(client_key), options)
         return self._json(call, Forecast)
 
     def stream_forecast(
-        self,
-        ticker: str,
-        *,
-        as_of: dt.date | None = None,
-        adapter: str | None = None,
-        client_key: str | None = None,
-        options: PromptOptions | None = None,
+        self, ticker: str, *, as_of: dt.date | None = None, adapter: str | None = None,
+        client_key: str | None = None, options: PromptOptions | None = None,
     ) -> ForecastStream:
         """Server-sent events of one forecast; iterate it, then read ``.result``."""
         call = _Endpoints.forecast(ticker, as_of, adapter, True, self.key(client_key), options)
         started = time.perf_counter()
-        response = self._send(call, stream=True)
-        return ForecastStream(response, StreamState(started=started))
+        return ForecastStream(self._send(call, stream=True), StreamState(started=started))
 
     def batch(
-        self,
-        tickers: list[str] | None = None,
-        *,
-        as_of: dt.date | None = None,
-        adapter: str | None = None,
-        client_key: str | None = None,
+        self, tickers: list[str] | None = None, *, as_of: dt.date | None = None,
+        adapter: str | None = None, client_key: str | None = None,
         options: PromptOptions | None = None,
     ) -> BatchResult:
         call = _Endpoints.batch(tickers, as_of, adapter, self.key(client_key), options)
         return self._json(call, BatchResult)
 
     def stream_batch(
-        self,
-        tickers: list[str] | None = None,
-        *,
-        as_of: dt.date | None = None,
-        adapter: str | None = None,
-        client_key: str | None = None,
+        self, tickers: list[str] | None = None, *, as_of: dt.date | None = None,
+        adapter: str | None = None, client_key: str | None = None,
         options: PromptOptions | None = None,
     ) -> Iterator[Forecast | BatchItemError]:
         """Each ticker's forecast (or error) as soon as it finishes."""
@@ -350,11 +297,7 @@ class Client(_Core):
         return self._json(_Endpoints.adapters(), AdapterList)
 
     def load_adapter(
-        self,
-        name: str,
-        version: str | None = None,
-        *,
-        promote: bool = True,
+        self, name: str, version: str | None = None, *, promote: bool = True,
         alias: str | None = None,
     ) -> AdapterVersion:
         """Load ``name@version`` (newest on disk when None); with ``promote`` it serves
@@ -378,11 +321,7 @@ class Client(_Core):
         return self._json(_Endpoints.set_routing(arms, shadow, shadow_fraction), Routing)
 
     def reweight(
-        self,
-        weights: Mapping[str, float],
-        *,
-        shadow: str | None = None,
-        keep_others: bool = True,
+        self, weights: Mapping[str, float], *, shadow: str | None = None, keep_others: bool = True
     ) -> Routing:
         """Change weights by arm name or alias, keeping arm names (see :func:`reweighted`)."""
         current = self.routing()
@@ -415,27 +354,16 @@ class AsyncClient(_Core):
     """Asynchronous client with the same methods as :class:`Client`, awaitable."""
 
     def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        *,
-        admin_token: str | None = None,
-        client_key: str | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        limits: httpx.Limits | None = None,
-        seed: int | None = None,
+        self, base_url: str = DEFAULT_URL, *, admin_token: str | None = None,
+        client_key: str | None = None, timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None, transport: httpx.AsyncBaseTransport | None = None,
+        limits: httpx.Limits | None = None, seed: int | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
-        super().__init__(
-            base_url, admin_token=admin_token, client_key=client_key,
-            retry=retry or RetryPolicy(), seed=seed,
-        )  # fmt: skip
+        super().__init__(base_url, admin_token, client_key, retry or RetryPolicy(), seed)
+        limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=100)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=timeout,
-            transport=transport,
-            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            base_url=self.base_url, timeout=timeout, transport=transport, limits=limits
         )
         self._sleep = sleep
 
@@ -454,52 +382,32 @@ class AsyncClient(_Core):
         await self._http.aclose()
 
     async def _send(self, call: Call, *, stream: bool = False) -> httpx.Response:
-        attempt = 0
+        attempts = self.attempts()
         while True:
-            request = self._http.build_request(
-                call.method, call.path, json=call.json, headers=self.headers(call)
-            )
             try:
-                response = await self._http.send(request, stream=stream)
+                response = await self._http.send(self.request(self._http, call), stream=stream)
             except httpx.TransportError as exc:
-                if _retryable_transport(exc) and attempt < self.retry.max_retries:
-                    await self._sleep(self.backoff(attempt, None))
-                    attempt += 1
-                    continue
-                raise _connection_error(exc) from exc
+                await self._sleep(attempts.after_failure(exc))
+                continue
             if not response.is_error:
                 return response
             await response.aread()
             await response.aclose()
-            if not self.retry.should_retry_status(response.status_code, attempt):
-                raise error_from_response(response)
-            retry_after = error_from_response(response).retry_after
-            await self._sleep(self.backoff(attempt, retry_after))
-            attempt += 1
+            await self._sleep(attempts.after_answer(response))
 
     async def _json(self, call: Call, model: type[M]) -> M:
         return _decode(await self._send(call), model)
 
     async def forecast(
-        self,
-        ticker: str,
-        *,
-        as_of: dt.date | None = None,
-        adapter: str | None = None,
-        client_key: str | None = None,
-        options: PromptOptions | None = None,
+        self, ticker: str, *, as_of: dt.date | None = None, adapter: str | None = None,
+        client_key: str | None = None, options: PromptOptions | None = None,
     ) -> Forecast:
         call = _Endpoints.forecast(ticker, as_of, adapter, False, self.key(client_key), options)
         return await self._json(call, Forecast)
 
     async def stream_forecast(
-        self,
-        ticker: str,
-        *,
-        as_of: dt.date | None = None,
-        adapter: str | None = None,
-        client_key: str | None = None,
-        options: PromptOptions | None = None,
+        self, ticker: str, *, as_of: dt.date | None = None, adapter: str | None = None,
+        client_key: str | None = None, options: PromptOptions | None = None,
     ) -> AsyncForecastStream:
         call = _Endpoints.forecast(ticker, as_of, adapter, True, self.key(client_key), options)
         started = time.perf_counter()
@@ -507,24 +415,16 @@ class AsyncClient(_Core):
         return AsyncForecastStream(response, StreamState(started=started))
 
     async def batch(
-        self,
-        tickers: list[str] | None = None,
-        *,
-        as_of: dt.date | None = None,
-        adapter: str | None = None,
-        client_key: str | None = None,
+        self, tickers: list[str] | None = None, *, as_of: dt.date | None = None,
+        adapter: str | None = None, client_key: str | None = None,
         options: PromptOptions | None = None,
     ) -> BatchResult:
         call = _Endpoints.batch(tickers, as_of, adapter, self.key(client_key), options)
         return await self._json(call, BatchResult)
 
     async def stream_batch(
-        self,
-        tickers: list[str] | None = None,
-        *,
-        as_of: dt.date | None = None,
-        adapter: str | None = None,
-        client_key: str | None = None,
+        self, tickers: list[str] | None = None, *, as_of: dt.date | None = None,
+        adapter: str | None = None, client_key: str | None = None,
         options: PromptOptions | None = None,
     ) -> AsyncIterator[Forecast | BatchItemError]:
         call = _Endpoints.batch_stream(tickers, as_of, adapter, self.key(client_key), options)
@@ -535,11 +435,7 @@ class AsyncClient(_Core):
         return await self._json(_Endpoints.adapters(), AdapterList)
 
     async def load_adapter(
-        self,
-        name: str,
-        version: str | None = None,
-        *,
-        promote: bool = True,
+        self, name: str, version: str | None = None, *, promote: bool = True,
         alias: str | None = None,
     ) -> AdapterVersion:
         return await self._json(_Endpoints.load(name, version, promote, alias), AdapterVersion)
@@ -559,11 +455,7 @@ class AsyncClient(_Core):
         return await self._json(_Endpoints.set_routing(arms, shadow, shadow_fraction), Routing)
 
     async def reweight(
-        self,
-        weights: Mapping[str, float],
-        *,
-        shadow: str | None = None,
-        keep_others: bool = True,
+        self, weights: Mapping[str, float], *, shadow: str | None = None, keep_others: bool = True
     ) -> Routing:
         current = await self.routing()
         arms = reweighted(current, weights, keep_others=keep_others)

@@ -24,6 +24,7 @@ from service.engine import EngineClient, EngineStats
 from service.errors import error_body, install_error_handlers
 from service.forecast_log import ForecastLog
 from service.forecaster import Forecaster
+from service.gateway import Gateway
 from service.market_gate import MarketGate
 from service.preflight import load_tokenizer
 from service.prompt_options import ContextCheck, TokenizerFor
@@ -71,9 +72,8 @@ def create_app(
         deadline_s=settings.provider_deadline_s, retry_after_s=settings.retry_after_s,
     )
     watch = StallWatch(settings.engine_stall_s, settings.retry_after_s)
-    forecaster = Forecaster(
-        settings, engines, gate, registry, router, forecast_log, telemetry, now, context, watch
-    )
+    gateway = Gateway(settings, engines, registry, router, telemetry)
+    forecaster = Forecaster(settings, gateway, gate, forecast_log, telemetry, now, context, watch)
     readiness = Readiness(settings.ready_probe_s, settings.ready_timeout_s)
     supervisor = None
     if restart is not None:
@@ -85,7 +85,7 @@ def create_app(
     state = ServiceState(
         settings=settings, engines=engines, market=market, telemetry=telemetry,
         registry=registry, router=router, forecast_log=forecast_log, scorer=scorer,
-        forecaster=forecaster, readiness=readiness, now=now, market_gate=gate,
+        gateway=gateway, forecaster=forecaster, readiness=readiness, now=now, market_gate=gate,
         stall_watch=watch, supervisor=supervisor,
     )
     telemetry.watch(

@@ -25,9 +25,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import SecretStr
 
+from clients.errors import APIStatusError
+from clients.retry import NO_RETRY
+from clients.sdk import AsyncClient
 from forecast.providers.snapshot import SNAPSHOT_LATEST
 from forecast.windows import week_start
 
@@ -42,39 +44,41 @@ def sundays(start: dt.date, end: dt.date) -> list[dt.date]:
 
 
 async def replay(
-    client: httpx.AsyncClient,
+    client: AsyncClient,
     weeks: Sequence[dt.date],
     tickers: Sequence[str],
     adapters: Sequence[str],
-    admin_token: str,
     concurrency: int = 4,
 ) -> dict[str, Any]:
-    """Forecast every (week, ticker, adapter), score, and return the scorecards."""
+    """Forecast every (week, ticker, adapter), score, and return the scorecards (``client``
+    carries the admin token scoring needs)."""
     limit = asyncio.Semaphore(concurrency)
     failures: list[dict[str, Any]] = []
 
     async def one(week: dt.date, ticker: str, adapter: str) -> None:
         async with limit:
-            body = {"ticker": ticker, "as_of": week.isoformat(), "adapter": adapter}
-            r = await client.post("/v1/forecast", json=body)
-            if r.status_code != 200:
-                failures.append({**body, "status": r.status_code, "error": r.json().get("error")})
+            try:
+                await client.forecast(ticker, as_of=week, adapter=adapter)
+            except APIStatusError as exc:
+                failures.append({
+                    "ticker": ticker, "as_of": week.isoformat(), "adapter": adapter,
+                    "status": exc.status_code,
+                    "error": {"type": exc.error_type, "message": exc.message, "code": exc.code},
+                })
 
     await asyncio.gather(*(one(w, t, a) for w in weeks for t in tickers for a in adapters))
-    admin = {"Authorization": f"Bearer {admin_token}"}
-    scored = (await client.post("/v1/scorecard/score", headers=admin)).json()
+    scored = await client.score_now()
     cards = {}
     for adapter in adapters:
-        name = adapter.split("@", 1)[0]
-        r = await client.get(f"/v1/adapters/{name}/scorecard")
-        cards[adapter] = r.json()
+        card = await client.scorecard(adapter.split("@", 1)[0])
+        cards[adapter] = card.model_dump(mode="json")
     return {
         "weeks": [w.isoformat() for w in weeks],
         "tickers": list(tickers),
         "adapters": list(adapters),
         "requests": len(weeks) * len(tickers) * len(adapters),
         "failed": failures,
-        "scored_rows": scored.get("updated"),
+        "scored_rows": scored,
         "scorecards": cards,
     }
 
@@ -97,12 +101,11 @@ def _fmt(value: float | None) -> str:
 
 
 @asynccontextmanager
-async def in_process(
-    fake: bool, db_url: str | None
-) -> AsyncIterator[tuple[httpx.AsyncClient, str, list[str]]]:
-    """The service built here, over its configured engines (or fakes), without a socket."""
+async def in_process(fake: bool, db_url: str | None) -> AsyncIterator[tuple[AsyncClient, list[str]]]:
+    """The service built here, over its configured engines (or fakes), without a socket: the
+    SDK talking to it, and the aliases it serves."""
     from forecast.settings import DataSettings, market_data_from_settings
-    from service.bootstrap import prepare_settings, running
+    from service.bootstrap import prepare_settings, running, sdk_client
     from service.settings import ServiceSettings
 
     token = secrets.token_urlsafe(16)
@@ -116,10 +119,11 @@ async def in_process(
         from service.testing import FakeEngine
 
         engines = {e.base: FakeEngine(e.base, model_id=_model_id(e)) for e in settings.engines}
-    async with running(settings, market_data_from_settings(data), engines) as app:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://backfill", timeout=None) as c:
-            yield c, token, list(app.state.service.registry.aliases)
+    async with (
+        running(settings, market_data_from_settings(data), engines) as app,
+        sdk_client(app, settings, retry=NO_RETRY) as client,
+    ):
+        yield client, list(app.state.service.registry.aliases)
 
 
 def _model_id(spec: Any) -> str:
@@ -131,14 +135,13 @@ def _model_id(spec: Any) -> str:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     weeks = sundays(args.start, args.end)
     if args.url:
-        async with httpx.AsyncClient(base_url=args.url, timeout=None) as client:
-            adapters = args.adapters or list((await client.get(
-                "/v1/adapters", headers={"Authorization": f"Bearer {args.admin_token}"}
-            )).json()["aliases"])
-            return await replay(client, weeks, args.tickers, adapters, args.admin_token, args.concurrency)
-    async with in_process(args.fake, args.db_url) as (client, token, aliases):
+        remote = AsyncClient(args.url, admin_token=args.admin_token, timeout=None, retry=NO_RETRY)
+        async with remote as client:
+            adapters = args.adapters or list((await client.list_adapters()).aliases)
+            return await replay(client, weeks, args.tickers, adapters, args.concurrency)
+    async with in_process(args.fake, args.db_url) as (client, aliases):
         adapters = args.adapters or aliases
-        return await replay(client, weeks, args.tickers, adapters, token, args.concurrency)
+        return await replay(client, weeks, args.tickers, adapters, args.concurrency)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -224,5 +224,5 @@ def register() -> None:
     wrapper = punica_cpu.PunicaWrapperCPU
     if wrapper.add_lora_linear is not add_lora_linear:
         _STOCK_ADD_LORA_LINEAR = wrapper.add_lora_linear
-        wrapper.add_lora_linear = add_lora_linear
+        wrapper.add_lora_linear = add_lora_linear  # type: ignore[method-assign]  # the patch itself
     log.info("grouped CPU LoRA ops installed")

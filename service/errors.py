@@ -2,7 +2,8 @@
 
 Every failure leaves the service as ``{"error": {"type", "message", "code"}}`` (the OpenAI
 API's shape) with an HTTP status taken from the exception class. Domain errors from
-``forecast.errors`` and request-validation errors are mapped here too, so no route builds an
+``forecast.errors``, engine failures during generation and request-validation errors are
+mapped here too, so no route builds an
 error body by hand. Messages never carry secrets: the admin token is compared, not echoed.
 """
 
@@ -24,6 +25,8 @@ from forecast.errors import (
     UnknownTickerError,
 )
 from forecast.providers.cache import redact_secrets
+from service.engine import EngineDead, EngineError, EngineRestarting, PromptRejected
+from service.watchdog import EngineStalled
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,23 @@ def service_error_of(exc: BaseException) -> ServiceError:
             f"market data provider failed: {redact_secrets(str(exc))}", code="provider_error"
         )
     return ServiceError("internal error")
+
+
+def engine_error_of(exc: Exception) -> Exception:
+    """The service error an engine failure during generation answers with (``exc`` itself
+    when it is not one): 503 while the engine is hung, restarting or down, 422 for a prompt
+    it refused."""
+    if isinstance(exc, EngineStalled):
+        return Unavailable(str(exc), code="engine_stalled", retry_after_s=exc.retry_after_s)
+    if isinstance(exc, EngineRestarting):
+        return Unavailable(str(exc), code="engine_restarting", retry_after_s=exc.retry_after_s)
+    if isinstance(exc, EngineDead):
+        return Unavailable(str(exc), code="engine_unavailable")
+    if isinstance(exc, PromptRejected):
+        return InvalidRequest(f"the engine rejected the prompt: {exc}", code="prompt_rejected")
+    if isinstance(exc, EngineError):
+        return Unavailable(str(exc), code="engine_error")
+    return exc
 
 
 def _response(err: ServiceError) -> JSONResponse:

@@ -39,6 +39,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from forecast.bins import Bin
 from forecast.windows import WindowConfig
 from service import migrations
+from service.schemas import ForecastResponse
+from service.settings import SHADOW_ARM
 
 
 class Base(DeclarativeBase):
@@ -83,6 +85,28 @@ class ForecastRow(Base):
     realized_up: Mapped[bool | None] = mapped_column(Boolean)
     realized_mid: Mapped[float | None] = mapped_column(Float)
     scored_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @classmethod
+    def of_response(cls, r: ForecastResponse, created_at: dt.datetime, prompt_hash: str) -> ForecastRow:
+        """The row that stores the answered forecast ``r``."""
+        name, _, version = r.adapter.partition("@")  # name@version; neither holds an "@"
+        shadow = r.arm == SHADOW_ARM
+        return cls(
+            id=r.id, created_at=created_at, route="shadow" if shadow else "api",
+            ticker=r.ticker, as_of=r.as_of, target_end=r.week_end, adapter=name,
+            version=version, base=r.base, base_model=r.base_model, arm=r.arm, shadow=shadow,
+            prompt_hash=prompt_hash, weeks=r.options.weeks,
+            news_per_week=r.options.news_per_week, with_financials=r.options.with_financials,
+            raw_text=r.raw_text, parse_error=r.parse_error,
+            stale_sources=",".join(r.freshness.stale_sources),
+            prompt_build_s=r.latency.prompt_build_s, queue_s=r.latency.queue_s,
+            ttft_s=r.latency.ttft_s, generation_s=r.latency.generation_s,
+            total_s=r.latency.total_s, generated_tokens=r.generated_tokens,
+            **prediction_columns(
+                Bin(r.prediction.bin) if r.prediction else None,
+                r.prediction.source if r.prediction else None,
+            ),
+        )
 
 
 @dataclass(frozen=True)

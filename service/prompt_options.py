@@ -92,6 +92,13 @@ class ContextCheck:
         self._verdicts: dict[WindowConfig, str | None] = {}  # None: fits; else why not
         self._lock = asyncio.Lock()
 
+    async def window(self, options: PromptOptionsIn) -> WindowConfig:
+        """The request's prompt options over the settings' window; 422 when they could build
+        a prompt too long for an engine's context (nothing fetched yet)."""
+        window = resolve_window(options, self._checked)
+        await self.check(window)
+        return window
+
     async def check(self, window: WindowConfig) -> None:
         """Raise :class:`InvalidRequest` when ``window`` may build a prompt too long."""
         if within(window, self._checked):

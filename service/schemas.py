@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from forecast.answer import ParsedAnswer
+from forecast.windows import WEEK, BuiltPrompt
 from service.settings import MAX_ROUTING_WEIGHT
 
 TICKER = r"^[A-Za-z][A-Za-z.\-]{0,9}$"
@@ -71,6 +73,16 @@ class Prediction(BaseModel):
         "after the appended Prediction header.",
     )
 
+    @classmethod
+    def of(cls, parsed: ParsedAnswer) -> Prediction:
+        low, high = parsed.prediction.percent_range
+        source = parsed.prediction_source
+        return cls(
+            direction="up" if parsed.prediction.is_up else "down", bin=parsed.prediction.value,
+            percent_low=low, percent_high=high, text=parsed.prediction_text,
+            source="line" if source == "label" else source,
+        )
+
 
 class Latency(BaseModel):
     prompt_build_s: float | None = None
@@ -84,6 +96,13 @@ class Freshness(BaseModel):
     stale: bool = False
     stale_sources: list[str] = Field(default_factory=list)
     sources: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, built: BuiltPrompt) -> Freshness:
+        return cls(
+            stale=bool(built.stale_sources), stale_sources=list(built.stale_sources),
+            sources=dict(built.sources),
+        )
 
 
 class PromptOptions(BaseModel):
@@ -117,6 +136,29 @@ class ForecastResponse(BaseModel):
     freshness: Freshness
     latency: Latency
     generated_tokens: int
+
+    @classmethod
+    def of_answer(
+        cls, text: str, read: tuple[ParsedAnswer | None, str | None], built: BuiltPrompt,
+        **fields: Any,
+    ) -> ForecastResponse:
+        """The response for the answer ``text`` to the prompt ``built``, ``read`` as the parsed
+        answer or the parse error; ``fields`` are the rest (id, ticker, adapter, latency, ...)."""
+        parsed, parse_error = read
+        return cls(
+            company=built.prompt.profile.name,
+            as_of=built.prompt.as_of,
+            week_start=built.prompt.as_of,
+            week_end=built.prompt.as_of + WEEK,
+            prediction=None if parsed is None else Prediction.of(parsed),
+            parse_error=parse_error,
+            positive_developments=parsed.positive if parsed else None,
+            concerns=parsed.concerns if parsed else None,
+            analysis=parsed.analysis if parsed else None,
+            raw_text=text,
+            freshness=Freshness.of(built),
+            **fields,
+        )
 
 
 class ErrorDetail(BaseModel):

@@ -16,6 +16,7 @@ from service.adapters import AdapterRegistry
 from service.engine import EngineClient
 from service.forecast_log import ForecastLog
 from service.forecaster import Forecaster
+from service.gateway import Gateway
 from service.market_gate import MarketGate
 from service.readiness import Readiness
 from service.routing import Arm, Router
@@ -38,6 +39,7 @@ class ServiceState:
     router: Router
     forecast_log: ForecastLog
     scorer: Scorer
+    gateway: Gateway  # admission, adapter leases, engine errors, request counts
     forecaster: Forecaster
     readiness: Readiness
     now: Callable[[], dt.datetime]

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from service.engine import EngineStats
+from service.schemas import ForecastResponse
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 FAST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -140,6 +141,26 @@ class Telemetry:
             registry=r,
         )
         self._alias_labels: dict[str, tuple[str, str]] = {}
+
+    def observe(self, r: ForecastResponse, labels: tuple[str, str, str]) -> None:
+        """A finished forecast's counters and latencies under (adapter, version, arm)."""
+        self.forecasts.labels(*labels).inc()
+        self.tokens.labels(*labels).inc(r.generated_tokens)
+        lat = r.latency
+        for histogram, value in (
+            (self.latency, lat.total_s), (self.ttft, lat.ttft_s), (self.queue, lat.queue_s),
+            (self.generation, lat.generation_s), (self.prompt_build, lat.prompt_build_s),
+        ):
+            if value is not None:
+                histogram.labels(*labels).observe(value)
+        if lat.generation_s and r.generated_tokens > 1:
+            self.decode_rate.labels(*labels).observe((r.generated_tokens - 1) / lat.generation_s)
+        if r.parse_error is not None:
+            self.parse_failures.labels(*labels).inc()
+        if r.prediction is not None and r.prediction.source == "probe":
+            self.probes.labels(*labels).inc()
+        for source in r.freshness.stale_sources:
+            self.stale.labels(source).inc()
 
     def set_alias(self, alias: str, adapter: str, version: str) -> None:
         self.drop_alias(alias)

@@ -30,24 +30,11 @@ async def forecast(body: ForecastRequest, state: State, client_key: ClientKey = 
     """Next week's forecast for one ticker. With ``stream: true``: ``token`` events with the
     answer's text as it is generated, then one ``result`` event with the full forecast (or
     an ``error`` event in the one error shape)."""
-    f = state.forecaster
-    day = f.resolve_day(body.as_of)
-    window = await f.window(body)  # 422 for a prompt too long, before any data is fetched
-    label = "stream" if body.stream else "forecast"
-    prepared = await f.prepare(body.ticker, day, window, route_label=label)
-    route = f.choose(body.adapter, client_key)
-    headers = {ARM_HEADER: route.arm}
     if body.stream:
-        # Admitted before the 200 goes out: over capacity is a 503 with Retry-After, as for
-        # a plain forecast, not an error event inside a 200 stream.
-        events = await f.admitted_events(prepared, route, route_label=label)
-        return EventSourceResponse(sse(events), headers=headers)
-    result = None
-    async for event in f.events(prepared, route, route_label=label):
-        if isinstance(event, ForecastResponse):
-            result = event
-    assert result is not None
-    return JSONResponse(result.model_dump(mode="json"), headers=headers)
+        stream = await state.forecaster.stream(body, client_key)  # admitted before the 200
+        return EventSourceResponse(sse(stream.events), headers={ARM_HEADER: stream.arm})
+    result = await state.forecaster.forecast(body, client_key)
+    return JSONResponse(result.model_dump(mode="json"), headers={ARM_HEADER: result.arm})
 
 
 async def sse(events: AsyncGenerator[str | ForecastResponse, None]) -> AsyncIterator[dict[str, str]]:

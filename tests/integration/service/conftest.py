@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from support.engines import tiny_engines
 
 from forecast.basemodels import BASES
 from forecast.providers.snapshot import SnapshotMarketData
 from service.bootstrap import running
-from service.engine import EngineClient, VLLMEngine
-from service.settings import EngineSettings, ServiceSettings
+from service.engine import EngineClient
+from service.settings import ServiceSettings
 from service.testing import write_peft_adapter
 
 TOKEN = "integration-admin-token"
@@ -41,18 +42,8 @@ def adapter_root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
 async def engines(tiny_model: Path) -> AsyncIterator[dict[str, EngineClient]]:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    started: dict[str, EngineClient] = {}
-    try:
-        for base in BASES:
-            spec = EngineSettings(
-                base=base, model=str(tiny_model), dtype="float32", enforce_eager=True,
-                max_model_len=2048, kv_cache_gib=1, max_num_seqs=32, max_loras=4, max_lora_rank=8,
-            )
-            started[base] = VLLMEngine.start(spec)
+    async with tiny_engines(tiny_model, BASES, max_num_seqs=32, max_loras=4) as started:
         yield started
-    finally:
-        for engine in started.values():
-            await engine.aclose()
 
 
 @pytest.fixture(scope="session")

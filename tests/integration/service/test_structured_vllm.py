@@ -19,14 +19,14 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from support.engines import tiny_engines
 
 from forecast.answer import bin_phrases
 from forecast.answer_format import LIMITS, answer_regex, max_answer_chars
 from forecast.providers.snapshot import SnapshotMarketData
 from forecast.templates import ChatFormat
-from service.app import create_app
-from service.engine import EngineClient, VLLMEngine
-from service.settings import EngineSettings, ServiceSettings
+from service.bootstrap import running
+from service.settings import ServiceSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -41,30 +41,23 @@ WEEKS = [dt.date(2023, 10, 1) + dt.timedelta(weeks=3 * i) for i in range(5)]
 async def structured_client(
     adapter_root: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
-    engines: dict[str, EngineClient] = {}
-    try:
-        for base in FORMATS:
-            spec = EngineSettings(
-                base=base, model=str(tiny_model), dtype="float32", enforce_eager=True,
-                max_model_len=2048, kv_cache_gib=1, max_num_seqs=16, max_loras=2, max_lora_rank=8,
-            )
-            engines[base] = VLLMEngine.start(spec)
-        settings = ServiceSettings(
-            _env_file=None,  # type: ignore[call-arg]
-            adapter_root=adapter_root,
-            db_url=f"sqlite:///{tmp_path_factory.mktemp('db') / 'forecasts.sqlite3'}",
-            preload=["fingpt-llama@v1", "fingpt-deepseek@v1"],
-            max_new_tokens=BUDGET, weeks=1, news_per_week=1, with_financials=False,
-            ready_probe_s=3600, ready_timeout_s=600,
-        )
-        app = create_app(settings, engines, SnapshotMarketData(), now=lambda: dt.datetime(2024, 1, 5, tzinfo=dt.UTC))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://svc", timeout=1200) as c:
-                yield c
-    finally:
-        for engine in engines.values():
-            await engine.aclose()
+    settings = ServiceSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        adapter_root=adapter_root,
+        db_url=f"sqlite:///{tmp_path_factory.mktemp('db') / 'forecasts.sqlite3'}",
+        preload=["fingpt-llama@v1", "fingpt-deepseek@v1"],
+        max_new_tokens=BUDGET, weeks=1, news_per_week=1, with_financials=False,
+        ready_probe_s=3600, ready_timeout_s=600,
+    )
+    now = dt.datetime(2024, 1, 5, tzinfo=dt.UTC)
+    async with (
+        tiny_engines(tiny_model, FORMATS, max_num_seqs=16, max_loras=2) as engines,
+        running(settings, SnapshotMarketData(), engines, now=lambda: now) as app,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://svc", timeout=1200
+        ) as client,
+    ):
+        yield client
 
 
 @pytest.mark.asyncio(loop_scope="session")

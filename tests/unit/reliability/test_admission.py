@@ -94,7 +94,7 @@ async def test_through_the_api_queued_forecasts_are_served_and_beyond_the_queue_
     llama.gate = asyncio.Event()
     body = {"ticker": "KO", "adapter": "fingpt-llama"}
     async with serve(max_inflight=2, max_queued=2, queue_timeout_s=60, retry_after_s=3) as client:
-        admission = client.app.state.service.forecaster._admission  # type: ignore[attr-defined]
+        admission = client.app.state.service.gateway.admission
         held = [asyncio.create_task(client.post("/v1/forecast", json=body)) for _ in range(4)]
         await wait_until(lambda: llama.running == 2 and admission.queued == 2)
         shed = await client.post("/v1/forecast", json=body)

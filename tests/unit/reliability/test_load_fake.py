@@ -11,15 +11,13 @@ try; tests/unit/service/test_service_routing.py proves stickiness.)"""
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from support.http import serve_http
 
-from clients.loadgen import LoadConfig, Reweight, Swap, run_load
+from clients.loadgen import CountingTransport, LoadConfig, Reweight, Swap, run_load
 from forecast.providers.snapshot import SnapshotMarketData
 from service.app import create_app
 from service.settings import ServiceSettings
@@ -28,26 +26,6 @@ from service.testing import FakeEngine, write_stub_adapter
 TOKEN = "load-admin-token-31"
 DURATION_S = 30.0
 LLAMA, DEEPSEEK = "fingpt-llama", "fingpt-deepseek"
-
-
-class CountingTransport(httpx.AsyncBaseTransport):
-    """Counts every forecast answer on the wire by status (retried ones included)."""
-
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-        self.statuses: Counter[int] = Counter()
-        self.shed_without_retry_after = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        if request.url.path.startswith("/v1/forecast"):
-            self.statuses[response.status_code] += 1
-            if response.status_code == 503 and "retry-after" not in response.headers:
-                self.shed_without_retry_after += 1
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 @pytest.mark.slow

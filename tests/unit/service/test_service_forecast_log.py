@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from clients.retry import NO_RETRY
 from forecast.answer import bin_phrases
 from forecast.windows import WindowConfig, build_prompt
 from service.backfill import replay, sundays
+from service.bootstrap import sdk_client
 from service.forecast_log import ForecastLog, ForecastRow, new_id
 
 
@@ -123,11 +125,13 @@ def test_weeks_the_provider_cannot_price_stay_pending(db_url: str, market: Any) 
     assert [r.as_of for r in _rows(log) if r.realized_return is None] == [dt.date(2024, 3, 10)]
 
 
-async def test_backfill_produces_per_adapter_scorecards(serve: Any, token: str) -> None:
+async def test_backfill_produces_per_adapter_scorecards(serve: Any) -> None:
     weeks = sundays(dt.date(2023, 12, 1), dt.date(2023, 12, 20))
     assert weeks == [dt.date(2023, 12, 3), dt.date(2023, 12, 10), dt.date(2023, 12, 17)]
     async with serve() as client:
-        report = await replay(client, weeks, ["KO", "JPM"], ["fingpt-llama", "fingpt-deepseek"], token)
+        app = client.app
+        async with sdk_client(app, app.state.service.settings, retry=NO_RETRY) as sdk:
+            report = await replay(sdk, weeks, ["KO", "JPM"], ["fingpt-llama", "fingpt-deepseek"])
     assert report["requests"] == 12 and report["failed"] == []
     for adapter in ("fingpt-llama", "fingpt-deepseek"):
         card = report["scorecards"][adapter]["versions"][0]

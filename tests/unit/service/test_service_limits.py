@@ -68,6 +68,20 @@ async def test_batch_stream_sends_results_then_done(serve: Any) -> None:
     assert json.loads(events[-1][1]) == {"as_of": "2024-01-05", "forecasts": 2, "errors": 1}
 
 
+async def test_batch_forecasts_are_counted_and_hold_no_adapter_after(serve: Any) -> None:
+    async with serve() as client:
+        r = await client.post("/v1/forecast/batch", json={"tickers": ["KO", "JPM"], "adapter": "fingpt-llama"})
+        metrics = (await client.get("/metrics")).text
+        state = client.app.state.service  # type: ignore[attr-defined]
+        held = state.registry.resolve("fingpt-llama").inflight
+    assert r.status_code == 200 and len(r.json()["forecasts"]) == 2
+    assert (
+        'forecast_requests_total{adapter="fingpt-llama",arm="direct",route="batch",'
+        'status="200",version="v1"} 2.0'
+    ) in metrics
+    assert held == 0 and state.gateway.admission.inflight == 0
+
+
 async def test_too_many_tickers_is_422(serve: Any) -> None:
     async with serve(max_batch=2) as client:
         r = await client.post("/v1/forecast/batch", json={"tickers": ["KO", "JPM", "V"]})

@@ -10,7 +10,7 @@ import pytest
 
 from forecast.answer_format import LIMITS, answer_regex, max_answer_chars
 from forecast.templates import ChatFormat
-from service.forecaster import structured_regex
+from service.generation import structured_regex
 from service.testing import FakeEngine
 
 
