@@ -29,19 +29,15 @@ import argparse
 import asyncio
 import datetime as dt
 import itertools
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,6 +49,7 @@ from forecast.universe import members  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from service.testing import FakeEngine, StormyLive, write_stub_adapter  # noqa: E402
+from tests.support.http import serve_http  # noqa: E402
 
 TOKEN = "provider-storm-bench-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -75,26 +72,6 @@ def settings_for(work: Path, deadline_s: float) -> ServiceSettings:
         preload=["fingpt-llama@v1", "fingpt-deepseek@v1"], default_as_of=SNAPSHOT_LATEST,
         max_new_tokens=64, weeks=2, news_per_week=2, provider_deadline_s=deadline_s,
     )
-
-
-@contextmanager
-def serve_http(app: Any) -> Iterator[str]:
-    """``app`` under uvicorn on a free loopback port, in a thread with its own event loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="error", lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 class ServerTimes:
