@@ -67,6 +67,13 @@ DEEPSEEK = BaseSpec(
 BASES: dict[str, BaseSpec] = {b.key: b for b in (LLAMA, DEEPSEEK)}
 
 
+def known_base(value: str) -> str:
+    """``value`` if it names a base in :data:`BASES` (a pydantic validator's body)."""
+    if value not in BASES:
+        raise ValueError(f"unknown base {value!r}; known: {sorted(BASES)}")
+    return value
+
+
 def base_for_model_id(model_id: str) -> BaseSpec:
     for b in BASES.values():
         if b.model_id == model_id:

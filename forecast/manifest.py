@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from forecast.basemodels import BASES
+from forecast.basemodels import known_base
 from forecast.templates import ChatFormat
 
 MANIFEST = "adapter.json"
@@ -62,9 +62,7 @@ class AdapterManifest(BaseModel):
     @field_validator("served_base")
     @classmethod
     def _known_base(cls, value: str) -> str:
-        if value not in BASES:
-            raise ValueError(f"served_base must be one of {sorted(BASES)}")
-        return value
+        return known_base(value)
 
     @field_serializer("created_at")
     def _iso(self, value: dt.datetime | None) -> str | None:

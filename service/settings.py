@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from forecast.basemodels import BASES, TINY_MODEL_DIR
+from forecast.basemodels import BASES, TINY_MODEL_DIR, known_base
 from forecast.templates import ChatFormat
 
 # Routing rules, shared by the settings (checked at start-up) and service.routing (live).
@@ -93,9 +93,7 @@ class EngineSettings(BaseModel):
     @field_validator("base")
     @classmethod
     def _known_base(cls, value: str) -> str:
-        if value not in BASES:
-            raise ValueError(f"unknown base {value!r}; known: {sorted(BASES)}")
-        return value
+        return known_base(value)
 
     @property
     def format(self) -> ChatFormat:
