@@ -18,6 +18,7 @@ open a section header of its own; the reasoning excludes ``<``.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, replace
 
 from forecast.answer import bin_phrases
@@ -120,3 +121,16 @@ def min_answer_tokens(fmt: ChatFormat) -> int:
     """The smallest token budget in which :meth:`AnswerLimits.fitting` guarantees a whole
     answer (one one-character item per section, a one-character analysis)."""
     return max_answer_chars(fmt, SMALLEST)
+
+
+# vLLM refuses a regex whose compilation takes longer than VLLM_REGEX_COMPILATION_TIMEOUT_S
+# (5 s by default: a guard against hostile patterns from clients). These expressions are the
+# product's own, and on a loaded 2-core host the DeepSeek one (bounded reasoning, three
+# sections) took longer than 5 s to compile: the request failed. They get more time.
+REGEX_COMPILATION_TIMEOUT_S = "120"
+
+
+def compile_room(environ: MutableMapping[str, str]) -> None:
+    """Room for the answer expressions to compile in a vLLM engine started after this (an
+    operator's own value of the variable is kept)."""
+    environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", REGEX_COMPILATION_TIMEOUT_S)

@@ -14,11 +14,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from forecast.answer_format import compile_room
 from forecast.templates import ChatFormat
 from service.settings import EngineSettings
 
@@ -168,18 +169,6 @@ _PASSTHROUGH = (
 )
 
 
-# vLLM refuses a regex whose compilation takes longer than VLLM_REGEX_COMPILATION_TIMEOUT_S
-# (5 s by default: a guard against hostile patterns from clients). The product's answer
-# expressions are its own, and on a loaded 2-core host the DeepSeek one (bounded reasoning,
-# three sections) took longer than 5 s to compile: the request failed. They get more time.
-REGEX_COMPILATION_TIMEOUT_S = "120"
-
-
-def structured_output_env(environ: MutableMapping[str, str]) -> None:
-    """Room for the answer expressions to compile (kept if the operator set it)."""
-    environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", REGEX_COMPILATION_TIMEOUT_S)
-
-
 def engine_kwargs(settings: EngineSettings, gpu: bool) -> dict[str, Any]:
     """The keyword arguments of vLLM's ``AsyncEngineArgs`` for ``settings`` on this platform.
 
@@ -284,7 +273,7 @@ class VLLMEngine:
         from service import lifeline
 
         lifeline.install()  # the engine core dies with this process, even on SIGKILL
-        structured_output_env(os.environ)  # read in this process and the engine core's
+        compile_room(os.environ)  # read in this process and the engine core's
         box = _StatsBox()
         kwargs = engine_kwargs(settings, on_gpu() if gpu is None else gpu)
         if "structured_outputs_config" in kwargs:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from forecast.answer import PROBE_MAX_TOKENS, bin_phrases, probe_text
-from forecast.answer_format import LIMITS, answer_regex
+from forecast.answer_format import LIMITS, answer_regex, compile_room
 from forecast.templates import SPECS, ChatFormat
 from training.config import EvalSettings
 from training.generate import ReadAnswer, read_answer
@@ -172,9 +172,7 @@ def vllm_checkpoints(
     Entry points that start it keep their work under ``if __name__ == "__main__"``."""
     from vllm import LLM
 
-    # The answer expressions are the product's own; on a loaded host they can take longer to
-    # compile than vLLM's 5 s guard against hostile patterns (as the service's engine does).
-    os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", "120")
+    compile_room(os.environ)  # as the service's engine does
     gpu = on_gpu() if gpu is None else gpu
     kwargs = llm_kwargs(model_path, settings, lora_rank, max_model_len, gpu)
     started = time.perf_counter()

@@ -127,12 +127,12 @@ def test_the_structured_output_backend_is_passed_only_when_chosen() -> None:
 
 
 def test_the_answer_expressions_get_time_to_compile() -> None:
-    from service.engine import REGEX_COMPILATION_TIMEOUT_S, structured_output_env
+    from forecast.answer_format import REGEX_COMPILATION_TIMEOUT_S, compile_room
 
     env: dict[str, str] = {}
-    structured_output_env(env)
+    compile_room(env)
     assert env == {"VLLM_REGEX_COMPILATION_TIMEOUT_S": REGEX_COMPILATION_TIMEOUT_S}
     assert float(REGEX_COMPILATION_TIMEOUT_S) > 5  # vLLM's default guard
     operator = {"VLLM_REGEX_COMPILATION_TIMEOUT_S": "30"}
-    structured_output_env(operator)
+    compile_room(operator)
     assert operator["VLLM_REGEX_COMPILATION_TIMEOUT_S"] == "30"  # an operator's value is kept
