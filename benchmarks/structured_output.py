@@ -172,9 +172,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tiny = args.shape == "tiny" and not args.model
     model = args.model or (str(tiny_model()) if tiny else "")
     adapter = random_adapter(8) if args.shape == "tiny" else Path()
-    gpu = gpu_name()
     described = {"tiny": "SmolLM2-135M-Instruct (tiny stand-in)", "8b": "8B shapes, random weights (load_format=dummy)"}
-    out = {"benchmark": "structured_output", "machine": machine() | ({"gpu": gpu} if gpu else {}), "config": {
+    out = {"benchmark": "structured_output", "machine": machine(), "config": {
         "model": args.model or described[args.shape], "n": args.n,
         "max_tokens": args.max_tokens, "rounds": args.rounds, "dtype": args.dtype, "adapter": "random rank-8 LoRA",
         "backend": f"vLLM structured output, regex, backend {args.backend}",
@@ -185,15 +184,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         out["bases"][base] = await bench_base(base, args, model, adapter)
         write_result(args.name, out)  # each base as it completes: a cut-off run keeps what it measured
     return out
-
-
-def gpu_name() -> str | None:
-    try:
-        import torch
-
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:
-        return None
 
 
 def vllm_version() -> str:
