@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from forecast.basemodels import BASES, TINY_MODEL_ID, adapter_name
-from forecast.manifest import MANIFEST, AdapterManifest, LoraShape, write_manifest
+from forecast.manifest import MANIFEST, AdapterManifest, LoraShape, load_manifest, write_manifest
 from service.manifest import versions_on_disk
 
 RELEASE_ROOT = Path(__file__).resolve().parent / "release_adapters"
@@ -69,8 +68,7 @@ def write_peft_adapter(
 def release_version(name: str, base_model: str, shipped: Path = RELEASE_ROOT) -> str | None:
     """The newest version of ``name`` the product ships for ``base_model``; None if none."""
     for version in reversed(versions_on_disk(shipped, name) if shipped.is_dir() else []):
-        manifest = json.loads((shipped / name / version / MANIFEST).read_text())
-        if manifest.get("base_model") == base_model:
+        if load_manifest(shipped / name / version).base_model == base_model:
             return version
     return None
 
