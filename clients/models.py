@@ -74,6 +74,7 @@ class Forecast(_Model):
     freshness: Freshness = Field(default_factory=Freshness)
     latency: Latency = Field(default_factory=Latency)
     generated_tokens: int | None = None
+    finish_reason: str | None = None  # "stop": whole; "length": cut at the token budget
 
     @property
     def adapter_name(self) -> str | None:

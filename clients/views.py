@@ -111,6 +111,8 @@ def _latency(f: Forecast) -> str:
     parts = [f"{name} {value:.3f} s" for name, value in timings if value is not None]
     if f.generated_tokens is not None:
         parts.append(f"{f.generated_tokens} tokens")
+    if f.finish_reason not in (None, "stop"):
+        parts.append(f"ended by {f.finish_reason}")  # a cut answer says so
     return ", ".join(parts)
 
 

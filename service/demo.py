@@ -173,9 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ab-requests", type=int, default=8)
     p.add_argument("--weeks", type=int, default=1)
     p.add_argument("--news", type=int, default=2)
-    # Room for a whole answer: the answer expression's bounds are fitted to it (5 items of up
-    # to 41 characters a section at this budget, ~200 tokens of English when filled).
-    p.add_argument("--max-new-tokens", type=int, default=768)
+    # Room for a whole answer: the answer expression's bounds are fitted to it (at this budget
+    # 3 items of up to 104 characters a section for Llama, 2 of 105 for DeepSeek with its
+    # reasoning; ~300 tokens of English when filled).
+    p.add_argument("--max-new-tokens", type=int, default=1024)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")

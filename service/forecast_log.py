@@ -80,6 +80,7 @@ class ForecastRow(Base):
     generation_s: Mapped[float | None] = mapped_column(Float)
     total_s: Mapped[float | None] = mapped_column(Float)
     generated_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))  # NULL on older rows
     realized_return: Mapped[float | None] = mapped_column(Float)
     realized_bin: Mapped[str | None] = mapped_column(String(4))
     realized_up: Mapped[bool | None] = mapped_column(Boolean)
@@ -102,6 +103,7 @@ class ForecastRow(Base):
             prompt_build_s=r.latency.prompt_build_s, queue_s=r.latency.queue_s,
             ttft_s=r.latency.ttft_s, generation_s=r.latency.generation_s,
             total_s=r.latency.total_s, generated_tokens=r.generated_tokens,
+            finish_reason=r.finish_reason,
             **prediction_columns(
                 Bin(r.prediction.bin) if r.prediction else None,
                 r.prediction.source if r.prediction else None,

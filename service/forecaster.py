@@ -183,7 +183,7 @@ class Forecaster:
             text, read, prepared.built, id=forecast_id, ticker=prepared.ticker,
             adapter=adapter.ref, base=adapter.base, base_model=adapter.manifest.base_model,
             arm=route.arm, options=options_of(prepared.window), latency=latency,
-            generated_tokens=answer.tokens,
+            generated_tokens=answer.tokens, finish_reason=answer.finish_reason,
         )
         row = ForecastRow.of_response(response, self._now(), prompt_hash(prompt, prepared.window))
         try:

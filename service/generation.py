@@ -42,6 +42,7 @@ class Answer:
     queue_s: float | None = None  # waiting in the engine before scheduling
     first: float | None = None  # perf_counter at the first generated token
     last: float | None = None  # perf_counter once the stream ended
+    finish_reason: str | None = None  # the engine's: stop | length | abort
 
     async def collect(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[str]:
         """The text deltas of ``chunks``, as they come, recorded here."""
@@ -51,6 +52,8 @@ class Answer:
             if chunk.queue_s is not None:
                 self.queue_s = chunk.queue_s
             self.tokens = chunk.tokens
+            if chunk.finish_reason is not None:
+                self.finish_reason = chunk.finish_reason
             if chunk.delta:
                 self.pieces.append(chunk.delta)
                 yield chunk.delta

@@ -136,6 +136,9 @@ class ForecastResponse(BaseModel):
     freshness: Freshness
     latency: Latency
     generated_tokens: int
+    # Why generation ended, as the engine says: "stop" (the answer is whole), "length" (cut at
+    # max_new_tokens), "abort"; None when the engine did not say.
+    finish_reason: str | None = None
 
     @classmethod
     def of_answer(

@@ -98,18 +98,20 @@ class FakeEngine:
             if self.gate is not None:
                 await self.gate.wait()
             seed = prompt + (lora.name if lora else "")
+            cut = False  # ended by max_tokens before the whole answer
             if params.choices:  # constrained: one of the choices, whole, as one chunk
                 digest = int(hashlib.sha256(seed.encode()).hexdigest(), 16)
                 words = [params.choices[digest % len(params.choices)]]
             else:
-                words = fake_answer(seed).split(" ")[: params.max_tokens]
+                whole = fake_answer(seed).split(" ")
+                words, cut = whole[: params.max_tokens], len(whole) > params.max_tokens
             for i, word in enumerate(words):
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 last = i == len(words) - 1
                 yield Chunk(
                     delta=word if i == 0 else " " + word, tokens=i + 1, finished=last,
-                    finish_reason="stop" if last else None, queue_s=0.0,
+                    finish_reason=("length" if cut else "stop") if last else None, queue_s=0.0,
                 )
         finally:
             self.running -= 1

@@ -10,6 +10,7 @@ import pytest
 from forecast.answer import bin_phrases, parse_answer
 from forecast.answer_format import (
     LIMITS,
+    MIN_ITEM_CHARS,
     THINK_CLOSE,
     AnswerLimits,
     answer_regex,
@@ -104,3 +105,13 @@ def test_the_expression_describes_the_real_answers() -> None:
     assert len(admitted) >= len(rows) // 2
     for r in admitted:
         assert parse_answer(r.answer).prediction_source == "line"
+
+
+@pytest.mark.parametrize("budget", [1024, 1536, 2048])
+@pytest.mark.parametrize("fmt", [ChatFormat.LLAMA3, ChatFormat.DEEPSEEK_R1])
+def test_fitted_items_stay_readable(fmt: ChatFormat, budget: int) -> None:
+    """At the demo's and the service's budgets the bounds drop items rather than cut each one
+    below the shortest GPT-4 items (~100 characters): a person reads whole clauses."""
+    limits = LIMITS.fitting(budget, fmt)
+    assert limits.item_chars >= MIN_ITEM_CHARS
+    assert max_answer_chars(fmt, limits) <= budget

@@ -127,3 +127,16 @@ def test_probed_and_unparsed_forecasts_say_so() -> None:
                       raw_text="Apple's market cap [is] large.")  # fmt: skip
     assert "Prediction: none (answer lacks the three FinGPT sections)" in unparsed
     assert "Answer (unparsed)" in unparsed and "Apple's market cap [is] large." in unparsed
+
+
+def test_an_answer_cut_by_its_budget_says_so() -> None:
+    from clients.models import Forecast
+    from clients.views import forecast_view
+
+    def shown(**fields: object) -> str:
+        console = Console(width=80, record=True)
+        console.print(forecast_view(Forecast(ticker="KO", raw_text="[Positive", generated_tokens=6, **fields)))
+        return console.export_text()
+
+    assert "ended by length" in shown(finish_reason="length")
+    assert "ended by" not in shown(finish_reason="stop") and "ended by" not in shown()

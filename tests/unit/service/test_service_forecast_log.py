@@ -50,6 +50,7 @@ async def test_each_row_records_arm_version_and_latencies(serve: Any, db_url: st
     assert row.as_of == dt.date(2023, 12, 31) and row.target_end == dt.date(2024, 1, 7)
     assert row.prediction == body["prediction"]["bin"]
     assert row.ttft_s == pytest.approx(body["latency"]["ttft_s"])
+    assert body["finish_reason"] == row.finish_reason == "stop"
     assert row.realized_return is None
 
 
@@ -170,6 +171,7 @@ async def test_a_cut_off_answer_gets_its_bin_probed_and_counted(serve: Any, engi
     assert body["raw_text"].startswith("[Positive Developments]") and "Prediction" not in body["raw_text"]
     assert " " + body["prediction"]["text"] in bin_phrases()
     assert row is not None and row.prediction == body["prediction"]["bin"] and row.prediction_source == "probe"
+    assert body["finish_reason"] == row.finish_reason == "length"  # cut by the budget, and said so
     assert (card["forecasts"], card["parsed"], card["probed"]) == (1, 0, 1)
     assert 'forecast_probed_total{adapter="fingpt-llama",arm="direct",version="v1"} 1.0' in metrics
     probes = [u for u in engines["llama"].used if u is not None]
