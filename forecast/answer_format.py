@@ -13,7 +13,11 @@ Text is printable ASCII (plus newlines in the analysis and the reasoning), so a 
 one byte and every generated token at least one character: :func:`chars_before_prediction`
 is then a bound in tokens too, and :meth:`AnswerLimits.fitting` shrinks the bounds until a
 whole answer fits a token budget: no answer is cut short. Items and the analysis exclude ``[`` so no text can
-open a section header of its own; the reasoning excludes ``<``.
+open a section header of its own. No text admits ``<``: an end-of-turn *string* such as
+``<|eot_id|>`` (a stop string of the engine) cannot be written as text in the middle of the
+expression. A model whose tokenizer lacks the base's special tokens (the tiny stand-in) wrote
+exactly that inside an item once, and the stop string ended the answer before its Prediction
+line; the real bases' end of turn is a special token the expression never admits early.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from dataclasses import dataclass, replace
 from forecast.answer import bin_phrases
 from forecast.templates import ChatFormat
 
-ITEM_CLASS = r"[ -Z\\\]-~]"  # printable ASCII but "["
-ANALYSIS_CLASS = r"[\n -Z\\\]-~]"  # the same, and newlines
+ITEM_CLASS = r"[ -;=-Z\\\]-~]"  # printable ASCII but "[" and "<"
+ANALYSIS_CLASS = r"[\n -;=-Z\\\]-~]"  # the same, and newlines
 THINK_CLASS = r"[\n -;=-~]"  # printable ASCII and newlines but "<"
 THINK_CLOSE = "</think>\n\n"
 HEADERS = ("[Positive Developments]:\n", "\n[Potential Concerns]:\n", "\n[Prediction & Analysis]:\n")

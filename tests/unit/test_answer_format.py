@@ -63,6 +63,7 @@ def test_the_longest_admitted_answer_is_the_bound_and_parses_by_its_line(fmt: Ch
         "1. " + "x" * 321 + "\n",  # an item over its bound
         "".join(f"{n}. x\n" for n in range(1, 7)),  # six items
         "2. numbered out of order\n",
+        "1. an item that ends the turn <|eot_id|> as text\n",  # a stop string cannot end it early
     ],
 )
 def test_malformed_positive_sections_are_refused(fmt: ChatFormat, bad: str) -> None:
