@@ -9,6 +9,8 @@
 #   release           keep; join and check every part, unpack the tiny model; train the release
 #                     adapter of each base (training/configs/release_tiny.json: deepspeed,
 #                     every checkpoint scored through vLLM), then the training report
+#   fold              keep; the promoted version folded into the weights vs plain LoRA vs base at
+#                     the 8B shape, and a promote under load (fold_throughput.py)
 #   accuracy          speed vs accuracy through the service on the GPU: release adapters, the
 #                     untrained stand-ins, the naive baselines
 #
@@ -65,6 +67,11 @@ for i, b in enumerate(BASES):
   for b in llama deepseek; do cp var/runs/release/$b/eval.json "$R/report/eval_$b.json" 2>/dev/null; \
     cp var/runs/release/$b/train_log.json "$R/report/train_log_$b.json" 2>/dev/null; done
   tar -C "$R" -czf "$OUT/release.tar.gz" adapters report
+  ;;
+fold)
+  sites || exit 3
+  timeout 580 python3 benchmarks/gpu/fold_throughput.py --out "$OUT/fold_gpu.json" "$@" > "$OUT/fold.log" 2>&1
+  grep -v "^INFO\|it/s\]" "$OUT/fold.log" | tail -50
   ;;
 accuracy)
   timeout 570 python3 benchmarks/speed_accuracy.py --adapter-root "$R/adapters" \
