@@ -9,6 +9,17 @@ points at the version that serves it. A swap loads the new version, flips the al
 step (no ``await`` between reading and writing it), and retires the old version: requests
 that already hold it (counted by :meth:`AdapterRegistry.acquire`) finish on it, and the last
 one out unloads it from the engine.
+
+Folding (``fold_dir`` set; :mod:`service.fold` says why): the version an adapter's own alias
+(the alias named after it) is promoted to is added into its base's weights, and its requests
+go to the engine with no LoRA; every other version of that base is served through its
+difference LoRA against the folded one (``LoadedAdapter.engine_lora``). A promote prepares the
+new state first (the new fold checked and its weights copied, the difference LoRAs written and
+loaded), then closes the base's gate (new requests wait in :meth:`AdapterRegistry.acquire`,
+none fails), waits for the base's in-flight requests to finish, folds, switches every
+version's engine LoRA and the alias in one step, and opens the gate. A request thus runs
+entirely under one fold and the LoRAs that match it. A failed fold leaves the engine on its
+previous fold and the registry as it was (the new version stays loaded, not promoted).
 """
 
 from __future__ import annotations
@@ -17,13 +28,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.engine import EngineClient, EngineDead, LoraLoadError, LoraRef
+from service.engine import EngineClient, EngineDead, FoldFailed, LoraLoadError, LoraRef
 from service.errors import AdapterError, Conflict, NotFound, Unavailable
+from service.fold import FoldError, write_difference
 from service.manifest import (
     AdapterManifest,
     adapter_dir,
@@ -47,6 +60,9 @@ class LoadedAdapter:
     inflight: int = 0
     retired: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    # What its requests send to the engine: its own LoRA; None while it is folded into the
+    # weights; its difference LoRA while another version of its base is folded.
+    engine_lora: LoraRef | None = None
 
     @property
     def ref(self) -> str:
@@ -55,6 +71,23 @@ class LoadedAdapter:
     @property
     def base(self) -> str:
         return self.manifest.served_base
+
+
+@dataclass
+class _BaseFold:
+    """One base's fold: the version folded, the other versions' difference LoRAs, and the gate
+    that holds new requests while the weights change."""
+
+    folded: LoadedAdapter | None = None
+    differences: dict[str, LoraRef] = field(default_factory=dict)  # ref -> LoRA vs folded
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    open: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    inflight: int = 0
+
+    def __post_init__(self) -> None:
+        self.open.set()
+        self.idle.set()
 
 
 @dataclass
@@ -70,6 +103,9 @@ class AdapterRegistry:
         engines: Mapping[str, EngineClient],
         telemetry: Telemetry,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        fold_dir: Path | None = None,
+        fold_drain_timeout_s: float = 120.0,
     ) -> None:
         self.root = root
         self._engines = engines
@@ -81,6 +117,9 @@ class AdapterRegistry:
         self._aliases: dict[str, str] = {}
         self._unloads: set[asyncio.Task[None]] = set()
         self._watch_failed: set[str] = set()
+        self._fold_dir = fold_dir  # None: folding off
+        self._fold_drain_timeout_s = fold_drain_timeout_s
+        self._folds: dict[str, _BaseFold] = {}
 
     # -- reading --------------------------------------------------------------------------
 
@@ -115,14 +154,25 @@ class AdapterRegistry:
 
     @contextlib.asynccontextmanager
     async def acquire(self, target: str) -> AsyncIterator[LoadedAdapter]:
-        """Hold the version serving ``target`` for one request; it is not unloaded meanwhile."""
-        adapter = self.resolve(target)  # resolve and count with no await in between
+        """Hold the version serving ``target`` for one request; it is not unloaded, nor its
+        base's fold changed, meanwhile. Waits while its base's weights are being folded."""
+        adapter = self.resolve(target)
+        while not (gate := self._fold_of(adapter.base).open).is_set():
+            await gate.wait()
+            adapter = self.resolve(target)
+        # resolve and count with no await in between
+        fold = self._fold_of(adapter.base)
+        fold.inflight += 1
+        fold.idle.clear()
         adapter.inflight += 1
         adapter.drained.clear()
         self._telemetry.inflight.labels(adapter.name, adapter.version).inc()
         try:
             yield adapter
         finally:
+            fold.inflight -= 1
+            if fold.inflight == 0:
+                fold.idle.set()
             adapter.inflight -= 1
             self._telemetry.inflight.labels(adapter.name, adapter.version).dec()
             if adapter.inflight == 0:
@@ -157,6 +207,8 @@ class AdapterRegistry:
         async with self._locked(name):
             try:
                 adapter = await self._load_locked(name, version)
+                if promote:
+                    await self._promote_locked(alias, adapter)
             except Exception:
                 # A name with no loaded version is counted under one shared label, so
                 # failed loads of arbitrary names add no series.
@@ -164,7 +216,6 @@ class AdapterRegistry:
                 self._telemetry.swaps.labels(name if known else NEW_ADAPTER, "failed").inc()
                 raise
             if promote:
-                self._flip(alias, adapter)
                 self._telemetry.swaps.labels(name, "ok").inc()
                 self._telemetry.swap_seconds.labels(name).observe(self._clock() - started)
         return adapter
@@ -185,8 +236,13 @@ class AdapterRegistry:
             raise AdapterError(f"engine could not load {ref}: {exc}", code="engine_load_failed") from exc
         except EngineDead as exc:
             raise Unavailable(f"cannot load {ref} now: {exc}", code="engine_unavailable") from exc
-        adapter = LoadedAdapter(name, version, manifest, lora, loaded_at=self._clock())
+        adapter = LoadedAdapter(name, version, manifest, lora, loaded_at=self._clock(), engine_lora=lora)
         adapter.drained.set()
+        try:
+            await self._difference_if_folded(engine, adapter)
+        except Exception:
+            await engine.remove_lora(lora.lora_id)
+            raise
         self._versions[ref] = adapter  # only after the engine said yes
         self._telemetry.adapter_loaded.labels(name, version, manifest.served_base).set(1)
         log.info("loaded adapter %s as LoRA id %d on %s", ref, lora.lora_id, manifest.served_base)
@@ -223,10 +279,24 @@ class AdapterRegistry:
         check_segment("alias", alias)
         adapter = self.resolve(ref if "@" in ref else f"{ref}@{self.latest_version(ref)}")
         started = self._clock()
-        self._flip(alias, adapter)
+        async with self._locked(adapter.name):
+            try:
+                await self._promote_locked(alias, adapter)
+            except Exception:
+                self._telemetry.swaps.labels(adapter.name, "failed").inc()
+                raise
         self._telemetry.swaps.labels(adapter.name, "ok").inc()
         self._telemetry.swap_seconds.labels(adapter.name).observe(self._clock() - started)
         return adapter
+
+    async def _promote_locked(self, alias: str, adapter: LoadedAdapter) -> None:
+        """Point ``alias`` at ``adapter``; the adapter's own alias also moves the fold."""
+        if self._fold_dir is None or alias != adapter.name:
+            self._flip(alias, adapter)
+            return
+        fold = self._fold_of(adapter.base)
+        async with fold.lock:
+            await self._refold(adapter.base, adapter, lambda: self._flip(alias, adapter))
 
     def _flip(self, alias: str, adapter: LoadedAdapter) -> None:
         old_ref = self._aliases.get(alias)
@@ -273,8 +343,21 @@ class AdapterRegistry:
         async with self._locked(adapter.name):
             if not adapter.retired or adapter.inflight or self._versions.get(adapter.ref) is not adapter:
                 return  # re-promoted, re-acquired or already gone meanwhile
+            fold = self._fold_of(adapter.base)
+            if fold.folded is adapter:
+                async with fold.lock:
+                    if fold.folded is adapter:  # no alias serves it any more: back to the base
+                        try:
+                            await self._refold(adapter.base, None)
+                        except Exception:
+                            log.exception("un-folding %s failed; it stays folded", adapter.ref)
+                            adapter.retired = False
+                            return
             del self._versions[adapter.ref]
             self._telemetry.forget_version(adapter.name, adapter.version, adapter.base)
+            difference = fold.differences.pop(adapter.ref, None)
+            if difference is not None:
+                await self._drop_difference(adapter.base, difference)
             try:
                 await self._engines[adapter.base].remove_lora(adapter.lora.lora_id)
                 log.info("unloaded adapter %s (LoRA id %d)", adapter.ref, adapter.lora.lora_id)
@@ -287,6 +370,9 @@ class AdapterRegistry:
         the old engine and are dropped; so is a version that no longer loads, with its aliases
         (requests for them then get 404, not a dead adapter). Returns the refs reloaded."""
         reloaded = []
+        fold = self._fold_of(base)
+        refold, fold.folded, fold.differences = fold.folded, None, {}  # the new engine is pristine
+        self._telemetry.set_folded(base, None)
         for adapter in [a for a in self.loaded() if a.base == base]:
             async with self._locked(adapter.name):
                 if self._versions.get(adapter.ref) is not adapter:
@@ -301,8 +387,14 @@ class AdapterRegistry:
                     log.error("reloading %s on the new %s engine failed: %s", adapter.ref, base, exc)
                     self._drop(adapter)
                     continue
-                adapter.lora = lora
+                adapter.lora = adapter.engine_lora = lora
                 reloaded.append(adapter.ref)
+        if refold is not None and self._versions.get(refold.ref) is refold:
+            async with fold.lock:
+                try:
+                    await self._refold(base, refold)
+                except Exception as exc:
+                    log.error("re-folding %s on the new %s engine failed: %s", refold.ref, base, exc)
         return reloaded
 
     def _drop(self, adapter: LoadedAdapter) -> None:
@@ -311,6 +403,130 @@ class AdapterRegistry:
             self._telemetry.drop_alias(alias)
         del self._versions[adapter.ref]
         self._telemetry.forget_version(adapter.name, adapter.version, adapter.base)
+
+    # -- folding ----------------------------------------------------------------------------
+
+    def _fold_of(self, base: str) -> _BaseFold:
+        return self._folds.setdefault(base, _BaseFold())
+
+    def folded(self, base: str) -> LoadedAdapter | None:
+        """The version folded into ``base``'s weights, if any."""
+        fold = self._folds.get(base)
+        return fold.folded if fold is not None else None
+
+    async def unfold(self, base: str) -> None:
+        """Return ``base``'s weights to the pristine ones; every version served by its LoRA."""
+        fold = self._fold_of(base)
+        async with fold.lock:
+            await self._refold(base, None)
+
+    async def _refold(
+        self, base: str, target: LoadedAdapter | None, flip: Callable[[], None] | None = None
+    ) -> None:
+        """Fold ``target`` (None: none) into ``base``'s weights, then call ``flip``; the
+        caller holds the base's fold lock. Prepare, close the gate, drain, fold, switch every
+        version's engine LoRA (and ``flip``) with no await in between, open the gate."""
+        fold = self._fold_of(base)
+        engine = self._engines[base]
+        if fold.folded is target:
+            if flip is not None:
+                flip()
+            return
+        others = [a for a in self._versions.values() if a.base == base and a is not target]
+        fresh: dict[str, LoraRef] = {}
+        try:
+            if target is not None:
+                for other in others:
+                    self._check_difference_rank(engine, other, target)
+                await self._engine_fold_call(engine.prepare_fold(target.lora.path), target.ref)
+                for other in others:
+                    fresh[other.ref] = await self._load_difference(engine, other, target)
+            await self._drain(base, fold)
+            await self._engine_fold_call(engine.fold(target.lora.path if target else None), str(target))
+            for other in others:  # from here to the gate opening: no await
+                other.engine_lora = fresh.get(other.ref, other.lora)
+            if target is not None:
+                target.engine_lora = None
+            stale, fold.differences, fold.folded = fold.differences, fresh, target
+            self._telemetry.set_folded(base, target.ref if target is not None else None)
+            log.info("%s weights now fold %s", base, target.ref if target else "nothing")
+            if flip is not None:
+                flip()
+        except BaseException:
+            for lora in fresh.values():
+                await self._drop_difference(base, lora)
+            raise
+        finally:
+            fold.open.set()
+        for lora in stale.values():
+            await self._drop_difference(base, lora)
+
+    async def _drain(self, base: str, fold: _BaseFold) -> None:
+        fold.open.clear()
+        try:
+            await asyncio.wait_for(fold.idle.wait(), self._fold_drain_timeout_s)
+        except TimeoutError:
+            raise Unavailable(
+                f"requests on {base} did not finish within {self._fold_drain_timeout_s:g} s; "
+                "the fold was not changed", code="fold_drain_timeout",
+            ) from None
+
+    @staticmethod
+    async def _engine_fold_call(call: Awaitable[None], what: str) -> None:
+        try:
+            await call
+        except (FoldFailed, FoldError) as exc:
+            raise AdapterError(f"cannot fold {what}: {exc}", code="fold_failed") from exc
+        except EngineDead as exc:
+            raise Unavailable(f"cannot fold {what} now: {exc}", code="engine_unavailable") from exc
+
+    @staticmethod
+    def _check_difference_rank(engine: EngineClient, other: LoadedAdapter, target: LoadedAdapter) -> None:
+        rank = other.manifest.lora.r + target.manifest.lora.r
+        if rank > engine.info.max_lora_rank:
+            raise AdapterError(
+                f"serving {other.ref} next to folded {target.ref} needs LoRA rank {rank} > engine "
+                f"max_lora_rank {engine.info.max_lora_rank}: raise it or turn folding off",
+                code="rank_too_large",
+            )
+
+    async def _difference_if_folded(self, engine: EngineClient, adapter: LoadedAdapter) -> None:
+        """A version loaded while another is folded is served by its difference LoRA."""
+        fold = self._fold_of(adapter.base)
+        if fold.folded is None:
+            return
+        async with fold.lock:
+            folded = fold.folded
+            if folded is None:
+                return
+            self._check_difference_rank(engine, adapter, folded)
+            lora = await self._load_difference(engine, adapter, folded)
+            fold.differences[adapter.ref] = adapter.engine_lora = lora
+
+    async def _load_difference(self, engine: EngineClient, other: LoadedAdapter, target: LoadedAdapter) -> LoraRef:
+        assert self._fold_dir is not None
+        lora_id = next(self._ids)
+        name = f"{other.ref}-minus-{target.ref}"
+        dest = self._fold_dir / other.base / f"{name}.{lora_id}"
+        try:
+            await asyncio.to_thread(write_difference, other.lora.path, target.lora.path, dest)
+        except (FoldError, OSError, ValueError) as exc:
+            raise AdapterError(f"cannot build {name}: {exc}", code="fold_failed") from exc
+        lora = LoraRef(name=f"{name}.{lora_id}", lora_id=lora_id, path=dest)
+        try:
+            await engine.add_lora(lora)
+        except LoraLoadError as exc:
+            raise AdapterError(f"engine could not load {name}: {exc}", code="engine_load_failed") from exc
+        except EngineDead as exc:
+            raise Unavailable(f"cannot load {name} now: {exc}", code="engine_unavailable") from exc
+        return lora
+
+    async def _drop_difference(self, base: str, lora: LoraRef) -> None:
+        try:
+            await self._engines[base].remove_lora(lora.lora_id)
+        except Exception:
+            log.exception("engine failed to unload difference LoRA %s", lora.name)
+        await asyncio.to_thread(shutil.rmtree, lora.path, True)
 
     async def wait_unloaded(self) -> None:
         """Wait for pending unloads (tests and shutdown)."""
