@@ -412,7 +412,12 @@ class VLLMEngine:
         await self._rpc("forecast_prepare_fold", str(path))
 
     async def fold(self, path: Path | None) -> None:
-        await self._rpc("forecast_fold", None if path is None else str(path))
+        previous = await self._rpc("forecast_fold", None if path is None else str(path))
+        # Cached KV blocks of requests with no LoRA were computed with the old weights, and the
+        # folded version's requests carry no LoRA: they must not be reused.
+        if await self._llm.reset_prefix_cache() is False:  # None (older vLLM): done
+            await self._rpc("forecast_fold", previous)
+            raise FoldFailed("the prefix cache could not be cleared; previous fold restored")
 
     async def weights_checksum(self) -> str:
         return str(await self._rpc("forecast_weights_checksum"))

@@ -29,20 +29,28 @@ from service.fold import FoldError, read_lora, slice_rows, vllm_target
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _FoldState:
-    pristine: dict[str, torch.Tensor] = field(default_factory=dict)  # param name -> host copy
-    folded: str | None = None  # adapter path folded now
-    touched: set[str] = field(default_factory=set)  # params changed from pristine now
-
-
 @dataclass(frozen=True)
 class _Step:
     param: str
     weight: torch.Tensor
     start: int
     stop: int
-    delta: torch.Tensor  # float32, on the host
+    a: torch.Tensor  # float32, on the host
+    b: torch.Tensor
+    scale: float
+
+    def delta(self) -> torch.Tensor:
+        """``scale · B · A`` in float32, computed on the weight's device."""
+        device = self.weight.device
+        return self.scale * (self.b.to(device) @ self.a.to(device))
+
+
+@dataclass
+class _FoldState:
+    pristine: dict[str, torch.Tensor] = field(default_factory=dict)  # param name -> host copy
+    folded: str | None = None  # adapter path folded now
+    touched: set[str] = field(default_factory=set)  # params changed from pristine now
+    plans: dict[str, list[_Step]] = field(default_factory=dict)  # prepared, by adapter path
 
 
 def _weights(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, list[int] | None]]:
@@ -70,13 +78,13 @@ def plan(model: torch.nn.Module, path: str) -> list[_Step]:
         if target.slice_index is not None and (not sizes or sum(sizes) != weight.shape[0]):
             raise FoldError(f"{target.module} is sharded (tensor parallel); folding needs tp=1")
         start, stop = slice_rows(sizes, target.slice_index, weight.shape[0])
-        delta = factors.delta(module)
-        if tuple(delta.shape) != (stop - start, weight.shape[1]):
+        a, b = factors.modules[module]
+        if (b.shape[0], a.shape[1]) != (stop - start, weight.shape[1]) or a.shape[0] != b.shape[1]:
             raise FoldError(
-                f"{module}: delta {tuple(delta.shape)} does not fit rows {start}:{stop} of "
-                f"{target.module} {tuple(weight.shape)}"
+                f"{module}: LoRA {tuple(b.shape)} x {tuple(a.shape)} does not fit rows "
+                f"{start}:{stop} of {target.module} {tuple(weight.shape)}"
             )
-        steps.append(_Step(f"{target.module}.weight", weight, start, stop, delta))
+        steps.append(_Step(f"{target.module}.weight", weight, start, stop, a, b, factors.scale))
     return steps
 
 
@@ -100,6 +108,7 @@ class FoldWorkerExtension:
         it touches (done before the drain, so the drained window only adds and copies)."""
         state = self._forecast_state()
         steps = plan(self._forecast_model(), path)
+        state.plans = {p: v for p, v in state.plans.items() if p == state.folded} | {path: steps}
         for step in steps:
             if step.param not in state.pristine:
                 if step.param in state.touched:
@@ -123,7 +132,7 @@ class FoldWorkerExtension:
 
     def _forecast_apply(self, model: torch.nn.Module, path: str | None) -> None:
         state = self._forecast_state()
-        steps = plan(model, path) if path is not None else []
+        steps = [] if path is None else state.plans.get(path) or plan(model, path)
         missing = [s.param for s in steps if s.param not in state.pristine]
         if missing:
             raise FoldError(f"fold not prepared: no pristine copy of {missing[0]}")
@@ -133,12 +142,11 @@ class FoldWorkerExtension:
                 weights[param.removesuffix(".weight")].copy_(state.pristine[param])
             state.touched.clear()
             state.folded = None
-            for step in steps:
-                pristine = state.pristine[step.param][step.start : step.stop]
-                delta = step.delta.to(step.weight.device)
-                folded = pristine.to(step.weight.device, torch.float32) + delta
+            for step in steps:  # the weights are pristine here: read them on their device
+                rows = step.weight[step.start : step.stop]
+                folded = rows.to(torch.float32) + step.delta()
                 state.touched.add(step.param)  # before the write: a failed write is undone too
-                step.weight[step.start : step.stop].copy_(folded.to(step.weight.dtype))
+                rows.copy_(folded.to(step.weight.dtype))
         state.folded = path
 
     def forecast_weights_checksum(self) -> str:
