@@ -28,15 +28,20 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.engine import EngineClient, EngineDead, FoldFailed, LoraLoadError, LoraRef
+from service.engine import EngineClient, EngineDead, LoraLoadError, LoraRef
 from service.errors import AdapterError, Conflict, NotFound, Unavailable
-from service.fold import FoldError, write_difference
+from service.folding import (
+    BaseFold,
+    check_difference_rank,
+    drop_difference,
+    fold_call,
+    load_difference,
+)
 from service.manifest import (
     AdapterManifest,
     adapter_dir,
@@ -74,23 +79,6 @@ class LoadedAdapter:
 
 
 @dataclass
-class _BaseFold:
-    """One base's fold: the version folded, the other versions' difference LoRAs, and the gate
-    that holds new requests while the weights change."""
-
-    folded: LoadedAdapter | None = None
-    differences: dict[str, LoraRef] = field(default_factory=dict)  # ref -> LoRA vs folded
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    open: asyncio.Event = field(default_factory=asyncio.Event)
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    inflight: int = 0
-
-    def __post_init__(self) -> None:
-        self.open.set()
-        self.idle.set()
-
-
-@dataclass
 class _NameLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0  # calls holding or waiting for the lock
@@ -119,7 +107,7 @@ class AdapterRegistry:
         self._watch_failed: set[str] = set()
         self._fold_dir = fold_dir  # None: folding off
         self._fold_drain_timeout_s = fold_drain_timeout_s
-        self._folds: dict[str, _BaseFold] = {}
+        self._folds: dict[str, BaseFold[LoadedAdapter]] = {}
 
     # -- reading --------------------------------------------------------------------------
 
@@ -357,7 +345,7 @@ class AdapterRegistry:
             self._telemetry.forget_version(adapter.name, adapter.version, adapter.base)
             difference = fold.differences.pop(adapter.ref, None)
             if difference is not None:
-                await self._drop_difference(adapter.base, difference)
+                await drop_difference(self._engines[adapter.base], difference)
             try:
                 await self._engines[adapter.base].remove_lora(adapter.lora.lora_id)
                 log.info("unloaded adapter %s (LoRA id %d)", adapter.ref, adapter.lora.lora_id)
@@ -406,8 +394,8 @@ class AdapterRegistry:
 
     # -- folding ----------------------------------------------------------------------------
 
-    def _fold_of(self, base: str) -> _BaseFold:
-        return self._folds.setdefault(base, _BaseFold())
+    def _fold_of(self, base: str) -> BaseFold[LoadedAdapter]:
+        return self._folds.setdefault(base, BaseFold[LoadedAdapter]())
 
     def folded(self, base: str) -> LoadedAdapter | None:
         """The version folded into ``base``'s weights, if any."""
@@ -437,12 +425,12 @@ class AdapterRegistry:
         try:
             if target is not None:
                 for other in others:
-                    self._check_difference_rank(engine, other, target)
-                await self._engine_fold_call(engine.prepare_fold(target.lora.path), target.ref)
+                    check_difference_rank(engine, other.ref, other.manifest.lora.r, target.ref, target.manifest.lora.r)
+                await fold_call(engine.prepare_fold(target.lora.path), target.ref)
                 for other in others:
                     fresh[other.ref] = await self._load_difference(engine, other, target)
             await self._drain(base, fold)
-            await self._engine_fold_call(engine.fold(target.lora.path if target else None), str(target))
+            await fold_call(engine.fold(target.lora.path if target else None), target.ref if target else "nothing")
             for other in others:  # from here to the gate opening: no await
                 other.engine_lora = fresh.get(other.ref, other.lora)
             if target is not None:
@@ -454,14 +442,14 @@ class AdapterRegistry:
                 flip()
         except BaseException:
             for lora in fresh.values():
-                await self._drop_difference(base, lora)
+                await drop_difference(engine, lora)
             raise
         finally:
             fold.open.set()
         for lora in stale.values():
-            await self._drop_difference(base, lora)
+            await drop_difference(engine, lora)
 
-    async def _drain(self, base: str, fold: _BaseFold) -> None:
+    async def _drain(self, base: str, fold: BaseFold[LoadedAdapter]) -> None:
         fold.open.clear()
         try:
             await asyncio.wait_for(fold.idle.wait(), self._fold_drain_timeout_s)
@@ -470,25 +458,6 @@ class AdapterRegistry:
                 f"requests on {base} did not finish within {self._fold_drain_timeout_s:g} s; "
                 "the fold was not changed", code="fold_drain_timeout",
             ) from None
-
-    @staticmethod
-    async def _engine_fold_call(call: Awaitable[None], what: str) -> None:
-        try:
-            await call
-        except (FoldFailed, FoldError) as exc:
-            raise AdapterError(f"cannot fold {what}: {exc}", code="fold_failed") from exc
-        except EngineDead as exc:
-            raise Unavailable(f"cannot fold {what} now: {exc}", code="engine_unavailable") from exc
-
-    @staticmethod
-    def _check_difference_rank(engine: EngineClient, other: LoadedAdapter, target: LoadedAdapter) -> None:
-        rank = other.manifest.lora.r + target.manifest.lora.r
-        if rank > engine.info.max_lora_rank:
-            raise AdapterError(
-                f"serving {other.ref} next to folded {target.ref} needs LoRA rank {rank} > engine "
-                f"max_lora_rank {engine.info.max_lora_rank}: raise it or turn folding off",
-                code="rank_too_large",
-            )
 
     async def _difference_if_folded(self, engine: EngineClient, adapter: LoadedAdapter) -> None:
         """A version loaded while another is folded is served by its difference LoRA."""
@@ -499,34 +468,16 @@ class AdapterRegistry:
             folded = fold.folded
             if folded is None:
                 return
-            self._check_difference_rank(engine, adapter, folded)
+            check_difference_rank(engine, adapter.ref, adapter.manifest.lora.r, folded.ref, folded.manifest.lora.r)
             lora = await self._load_difference(engine, adapter, folded)
             fold.differences[adapter.ref] = adapter.engine_lora = lora
 
     async def _load_difference(self, engine: EngineClient, other: LoadedAdapter, target: LoadedAdapter) -> LoraRef:
         assert self._fold_dir is not None
-        lora_id = next(self._ids)
-        name = f"{other.ref}-minus-{target.ref}"
-        dest = self._fold_dir / other.base / f"{name}.{lora_id}"
-        try:
-            await asyncio.to_thread(write_difference, other.lora.path, target.lora.path, dest)
-        except (FoldError, OSError, ValueError) as exc:
-            raise AdapterError(f"cannot build {name}: {exc}", code="fold_failed") from exc
-        lora = LoraRef(name=f"{name}.{lora_id}", lora_id=lora_id, path=dest)
-        try:
-            await engine.add_lora(lora)
-        except LoraLoadError as exc:
-            raise AdapterError(f"engine could not load {name}: {exc}", code="engine_load_failed") from exc
-        except EngineDead as exc:
-            raise Unavailable(f"cannot load {name} now: {exc}", code="engine_unavailable") from exc
-        return lora
-
-    async def _drop_difference(self, base: str, lora: LoraRef) -> None:
-        try:
-            await self._engines[base].remove_lora(lora.lora_id)
-        except Exception:
-            log.exception("engine failed to unload difference LoRA %s", lora.name)
-        await asyncio.to_thread(shutil.rmtree, lora.path, True)
+        return await load_difference(
+            engine, self._fold_dir / other.base, (other.ref, other.lora.path), (target.ref, target.lora.path),
+            next(self._ids),
+        )
 
     async def wait_unloaded(self) -> None:
         """Wait for pending unloads (tests and shutdown)."""
