@@ -113,7 +113,10 @@ class FoldWorkerExtension:
             if step.param not in state.pristine:
                 if step.param in state.touched:
                     raise FoldError(f"{step.param} changed without a pristine copy")
-                state.pristine[step.param] = step.weight.detach().to("cpu", copy=True)
+                # pinned on a GPU: restoring 14 GB (all linear layers of an 8B model) runs at
+                # the bus's speed inside the drained window
+                copy = torch.empty(step.weight.shape, dtype=step.weight.dtype, pin_memory=step.weight.is_cuda)
+                state.pristine[step.param] = copy.copy_(step.weight.detach())
         return len(steps)
 
     def forecast_fold(self, path: str | None) -> str | None:
@@ -139,7 +142,7 @@ class FoldWorkerExtension:
         weights = {name: w for name, (w, _) in _weights(model).items()}
         with torch.no_grad():
             for param in sorted(state.touched):
-                weights[param.removesuffix(".weight")].copy_(state.pristine[param])
+                weights[param.removesuffix(".weight")].copy_(state.pristine[param], non_blocking=True)
             state.touched.clear()
             state.folded = None
             for step in steps:  # the weights are pristine here: read them on their device
@@ -147,6 +150,8 @@ class FoldWorkerExtension:
                 folded = rows.to(torch.float32) + step.delta()
                 state.touched.add(step.param)  # before the write: a failed write is undone too
                 rows.copy_(folded.to(step.weight.dtype))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the weights are whole before the next step, on any stream
         state.folded = path
 
     def forecast_weights_checksum(self) -> str:
