@@ -128,6 +128,23 @@ class Linear(torch.nn.Module):
             self.output_sizes = output_sizes
 
 
+class PackedMethod:
+    """Like vLLM's CPU linear method: after loading, the weight is packed away and emptied."""
+
+    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        packed = layer.weight.detach().t().contiguous().clone()
+        layer.cpu_linear = lambda x, weight, bias: x @ packed
+        layer.weight = torch.nn.Parameter(torch.empty(0, dtype=packed.dtype), requires_grad=False)
+
+
+class PackedLinear(Linear):
+    def __init__(self, out: int, inp: int, output_sizes: list[int] | None = None) -> None:
+        super().__init__(out, inp, output_sizes)
+        self.input_size_per_partition, self.output_size_per_partition = inp, out
+        self.quant_method = PackedMethod()
+        self.quant_method.process_weights_after_loading(self)
+
+
 class WithLoRA(torch.nn.Module):  # vLLM's LoRA wrappers keep the layer as base_layer
     def __init__(self, base_layer: Linear) -> None:
         super().__init__()
@@ -137,11 +154,11 @@ class WithLoRA(torch.nn.Module):  # vLLM's LoRA wrappers keep the layer as base_
 class Model(torch.nn.Module):
     packed_modules_mapping: ClassVar[dict[str, list[str]]] = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
-    def __init__(self) -> None:
+    def __init__(self, qkv: type[Linear] = Linear) -> None:
         super().__init__()
         layer = torch.nn.Module()
         layer.self_attn = torch.nn.Module()
-        layer.self_attn.qkv_proj = WithLoRA(Linear(HEADS_Q + 2 * HEADS_KV, HIDDEN, [HEADS_Q, HEADS_KV, HEADS_KV]))
+        layer.self_attn.qkv_proj = WithLoRA(qkv(HEADS_Q + 2 * HEADS_KV, HIDDEN, [HEADS_Q, HEADS_KV, HEADS_KV]))
         layer.self_attn.o_proj = WithLoRA(Linear(HIDDEN, HIDDEN))
         layer.mlp = torch.nn.Module()
         layer.mlp.gate_up_proj = WithLoRA(Linear(2 * INTER, HIDDEN, [INTER, INTER]))
@@ -204,3 +221,26 @@ def test_failed_fold_restores_the_previous_one(tmp_path: Path) -> None:
         write_lora(LoraFactors({"model.layers.9.self_attn.q_proj": (torch.ones(1, HIDDEN), torch.ones(HEADS_Q, 1))},
                                1.0, 1), tmp_path / "elsewhere")
         worker.forecast_prepare_fold(str(tmp_path / "elsewhere"))
+
+
+def test_prepacked_cpu_weights_are_read_back_folded_and_repacked(tmp_path: Path) -> None:
+    from service.fold_worker import read_weight
+
+    torch.manual_seed(2)
+    model = Model(qkv=PackedLinear)
+    worker = Worker(model)
+    qkv = model.model.layers[0].self_attn.qkv_proj.base_layer
+    before = read_weight(qkv).clone()
+    pristine = worker.forecast_weights_checksum()
+    p = factors(["model.layers.0.self_attn.v_proj"], 4, 2.0, 11)
+    write_lora(p, tmp_path / "p")
+    worker.forecast_prepare_fold(str(tmp_path / "p"))
+    worker.forecast_fold(str(tmp_path / "p"))
+    x = torch.randn(3, HIDDEN).to(torch.bfloat16)
+    expected = before.clone()
+    expected[HEADS_Q + HEADS_KV :] = (before[HEADS_Q + HEADS_KV :].float()
+                                      + p.delta("model.layers.0.self_attn.v_proj")).to(torch.bfloat16)
+    assert qkv.weight.numel() == 0  # packed again
+    assert torch.equal(qkv.cpu_linear(x, qkv.weight, None), x @ expected.t())
+    worker.forecast_fold(None)
+    assert worker.forecast_weights_checksum() == pristine and torch.equal(read_weight(qkv), before)
