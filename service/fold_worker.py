@@ -114,6 +114,8 @@ def plan(model: torch.nn.Module, path: str) -> list[_Step]:
         if target.module not in layers:
             raise FoldError(f"adapter module {module} has no layer {target.module} in the model")
         layer = layers[target.module]
+        if layer.weight.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise FoldError(f"{target.module} holds {layer.weight.dtype} weights; folding needs unquantized ones")
         sizes = getattr(layer, "output_sizes", None)
         rows = int(getattr(layer, "output_size_per_partition", 0)) or read_weight(layer).shape[0]
         columns = int(getattr(layer, "input_size_per_partition", 0)) or read_weight(layer).shape[1]
