@@ -380,7 +380,7 @@ class AdapterRegistry:
         if refold is not None and self._versions.get(refold.ref) is refold:
             async with fold.lock:
                 try:
-                    await self._refold(base, refold)
+                    await self._refold(base, refold, engine=engine)  # not installed yet
                 except Exception as exc:
                     log.error("re-folding %s on the new %s engine failed: %s", refold.ref, base, exc)
         return reloaded
@@ -409,13 +409,15 @@ class AdapterRegistry:
             await self._refold(base, None)
 
     async def _refold(
-        self, base: str, target: LoadedAdapter | None, flip: Callable[[], None] | None = None
+        self, base: str, target: LoadedAdapter | None, flip: Callable[[], None] | None = None,
+        engine: EngineClient | None = None,
     ) -> None:
         """Fold ``target`` (None: none) into ``base``'s weights, then call ``flip``; the
         caller holds the base's fold lock. Prepare, close the gate, drain, fold, switch every
-        version's engine LoRA (and ``flip``) with no await in between, open the gate."""
+        version's engine LoRA (and ``flip``) with no await in between, open the gate.
+        ``engine``: the base's engine (default: the one serving it now)."""
         fold = self._fold_of(base)
-        engine = self._engines[base]
+        engine = engine or self._engines[base]
         if fold.folded is target:
             if flip is not None:
                 flip()

@@ -172,3 +172,18 @@ async def test_folding_off_serves_every_version_through_its_lora(
     assert engines["llama"].folded is None and engines["llama"].used == ["fingpt-llama@v1"]
     assert registry.folded("llama") is None
     assert "forecast_adapter_folded{" not in metrics
+
+
+async def test_a_replaced_engine_gets_the_fold_again(serve: Any, engines: Any, tmp_path: Path) -> None:
+    from service.testing import FakeEngine
+
+    async with serve(**fold_on(tmp_path)) as client:
+        registry = client.app.state.service.registry  # type: ignore[attr-defined]
+        await registry.load("fingpt-llama", "v2", promote=False)
+        fresh = FakeEngine("llama")
+        engines["llama"] = fresh  # the registry reads engines by base
+        reloaded = await registry.reattach("llama", fresh)
+        v1, v2 = registry.resolve("fingpt-llama"), registry.resolve("fingpt-llama@v2")
+    assert sorted(reloaded) == ["fingpt-llama@v1", "fingpt-llama@v2"]
+    assert fresh.folded == v1.lora.path and v1.engine_lora is None
+    assert v2.engine_lora is not None and v2.engine_lora.lora_id in fresh.loras
