@@ -9,6 +9,17 @@ points at the version that serves it. A swap loads the new version, flips the al
 step (no ``await`` between reading and writing it), and retires the old version: requests
 that already hold it (counted by :meth:`AdapterRegistry.acquire`) finish on it, and the last
 one out unloads it from the engine.
+
+Folding (``fold_dir`` set; :mod:`service.fold` says why): the version an adapter's own alias
+(the alias named after it) is promoted to is added into its base's weights, and its requests
+go to the engine with no LoRA; every other version of that base is served through its
+difference LoRA against the folded one (``LoadedAdapter.engine_lora``). A promote prepares the
+new state first (the new fold checked and its weights copied, the difference LoRAs written and
+loaded), then closes the base's gate (new requests wait in :meth:`AdapterRegistry.acquire`,
+none fails), waits for the base's in-flight requests to finish, folds, switches every
+version's engine LoRA and the alias in one step, and opens the gate. A request thus runs
+entirely under one fold and the LoRAs that match it. A failed fold leaves the engine on its
+previous fold and the registry as it was (the new version stays loaded, not promoted).
 """
 
 from __future__ import annotations
@@ -24,6 +35,13 @@ from pathlib import Path
 
 from service.engine import EngineClient, EngineDead, LoraLoadError, LoraRef
 from service.errors import AdapterError, Conflict, NotFound, Unavailable
+from service.folding import (
+    BaseFold,
+    check_difference_rank,
+    drop_difference,
+    fold_call,
+    load_difference,
+)
 from service.manifest import (
     AdapterManifest,
     adapter_dir,
@@ -47,6 +65,9 @@ class LoadedAdapter:
     inflight: int = 0
     retired: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    # What its requests send to the engine: its own LoRA; None while it is folded into the
+    # weights; its difference LoRA while another version of its base is folded.
+    engine_lora: LoraRef | None = None
 
     @property
     def ref(self) -> str:
@@ -70,6 +91,9 @@ class AdapterRegistry:
         engines: Mapping[str, EngineClient],
         telemetry: Telemetry,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        fold_dir: Path | None = None,
+        fold_drain_timeout_s: float = 120.0,
     ) -> None:
         self.root = root
         self._engines = engines
@@ -81,6 +105,9 @@ class AdapterRegistry:
         self._aliases: dict[str, str] = {}
         self._unloads: set[asyncio.Task[None]] = set()
         self._watch_failed: set[str] = set()
+        self._fold_dir = fold_dir  # None: folding off
+        self._fold_drain_timeout_s = fold_drain_timeout_s
+        self._folds: dict[str, BaseFold[LoadedAdapter]] = {}
 
     # -- reading --------------------------------------------------------------------------
 
@@ -115,14 +142,25 @@ class AdapterRegistry:
 
     @contextlib.asynccontextmanager
     async def acquire(self, target: str) -> AsyncIterator[LoadedAdapter]:
-        """Hold the version serving ``target`` for one request; it is not unloaded meanwhile."""
-        adapter = self.resolve(target)  # resolve and count with no await in between
+        """Hold the version serving ``target`` for one request; it is not unloaded, nor its
+        base's fold changed, meanwhile. Waits while its base's weights are being folded."""
+        adapter = self.resolve(target)
+        while not (gate := self._fold_of(adapter.base).open).is_set():
+            await gate.wait()
+            adapter = self.resolve(target)
+        # resolve and count with no await in between
+        fold = self._fold_of(adapter.base)
+        fold.inflight += 1
+        fold.idle.clear()
         adapter.inflight += 1
         adapter.drained.clear()
         self._telemetry.inflight.labels(adapter.name, adapter.version).inc()
         try:
             yield adapter
         finally:
+            fold.inflight -= 1
+            if fold.inflight == 0:
+                fold.idle.set()
             adapter.inflight -= 1
             self._telemetry.inflight.labels(adapter.name, adapter.version).dec()
             if adapter.inflight == 0:
@@ -157,6 +195,8 @@ class AdapterRegistry:
         async with self._locked(name):
             try:
                 adapter = await self._load_locked(name, version)
+                if promote:
+                    await self._promote_locked(alias, adapter)
             except Exception:
                 # A name with no loaded version is counted under one shared label, so
                 # failed loads of arbitrary names add no series.
@@ -164,7 +204,6 @@ class AdapterRegistry:
                 self._telemetry.swaps.labels(name if known else NEW_ADAPTER, "failed").inc()
                 raise
             if promote:
-                self._flip(alias, adapter)
                 self._telemetry.swaps.labels(name, "ok").inc()
                 self._telemetry.swap_seconds.labels(name).observe(self._clock() - started)
         return adapter
@@ -185,8 +224,13 @@ class AdapterRegistry:
             raise AdapterError(f"engine could not load {ref}: {exc}", code="engine_load_failed") from exc
         except EngineDead as exc:
             raise Unavailable(f"cannot load {ref} now: {exc}", code="engine_unavailable") from exc
-        adapter = LoadedAdapter(name, version, manifest, lora, loaded_at=self._clock())
+        adapter = LoadedAdapter(name, version, manifest, lora, loaded_at=self._clock(), engine_lora=lora)
         adapter.drained.set()
+        try:
+            await self._difference_if_folded(engine, adapter)
+        except Exception:
+            await engine.remove_lora(lora.lora_id)
+            raise
         self._versions[ref] = adapter  # only after the engine said yes
         self._telemetry.adapter_loaded.labels(name, version, manifest.served_base).set(1)
         log.info("loaded adapter %s as LoRA id %d on %s", ref, lora.lora_id, manifest.served_base)
@@ -223,10 +267,24 @@ class AdapterRegistry:
         check_segment("alias", alias)
         adapter = self.resolve(ref if "@" in ref else f"{ref}@{self.latest_version(ref)}")
         started = self._clock()
-        self._flip(alias, adapter)
+        async with self._locked(adapter.name):
+            try:
+                await self._promote_locked(alias, adapter)
+            except Exception:
+                self._telemetry.swaps.labels(adapter.name, "failed").inc()
+                raise
         self._telemetry.swaps.labels(adapter.name, "ok").inc()
         self._telemetry.swap_seconds.labels(adapter.name).observe(self._clock() - started)
         return adapter
+
+    async def _promote_locked(self, alias: str, adapter: LoadedAdapter) -> None:
+        """Point ``alias`` at ``adapter``; the adapter's own alias also moves the fold."""
+        if self._fold_dir is None or alias != adapter.name:
+            self._flip(alias, adapter)
+            return
+        fold = self._fold_of(adapter.base)
+        async with fold.lock:
+            await self._refold(adapter.base, adapter, lambda: self._flip(alias, adapter))
 
     def _flip(self, alias: str, adapter: LoadedAdapter) -> None:
         old_ref = self._aliases.get(alias)
@@ -273,8 +331,21 @@ class AdapterRegistry:
         async with self._locked(adapter.name):
             if not adapter.retired or adapter.inflight or self._versions.get(adapter.ref) is not adapter:
                 return  # re-promoted, re-acquired or already gone meanwhile
+            fold = self._fold_of(adapter.base)
+            if fold.folded is adapter:
+                async with fold.lock:
+                    if fold.folded is adapter:  # no alias serves it any more: back to the base
+                        try:
+                            await self._refold(adapter.base, None)
+                        except Exception:
+                            log.exception("un-folding %s failed; it stays folded", adapter.ref)
+                            adapter.retired = False
+                            return
             del self._versions[adapter.ref]
             self._telemetry.forget_version(adapter.name, adapter.version, adapter.base)
+            difference = fold.differences.pop(adapter.ref, None)
+            if difference is not None:
+                await drop_difference(self._engines[adapter.base], difference)
             try:
                 await self._engines[adapter.base].remove_lora(adapter.lora.lora_id)
                 log.info("unloaded adapter %s (LoRA id %d)", adapter.ref, adapter.lora.lora_id)
@@ -287,6 +358,9 @@ class AdapterRegistry:
         the old engine and are dropped; so is a version that no longer loads, with its aliases
         (requests for them then get 404, not a dead adapter). Returns the refs reloaded."""
         reloaded = []
+        fold = self._fold_of(base)
+        refold, fold.folded, fold.differences = fold.folded, None, {}  # the new engine is pristine
+        self._telemetry.set_folded(base, None)
         for adapter in [a for a in self.loaded() if a.base == base]:
             async with self._locked(adapter.name):
                 if self._versions.get(adapter.ref) is not adapter:
@@ -301,8 +375,14 @@ class AdapterRegistry:
                     log.error("reloading %s on the new %s engine failed: %s", adapter.ref, base, exc)
                     self._drop(adapter)
                     continue
-                adapter.lora = lora
+                adapter.lora = adapter.engine_lora = lora
                 reloaded.append(adapter.ref)
+        if refold is not None and self._versions.get(refold.ref) is refold:
+            async with fold.lock:
+                try:
+                    await self._refold(base, refold, engine=engine)  # not installed yet
+                except Exception as exc:
+                    log.error("re-folding %s on the new %s engine failed: %s", refold.ref, base, exc)
         return reloaded
 
     def _drop(self, adapter: LoadedAdapter) -> None:
@@ -311,6 +391,95 @@ class AdapterRegistry:
             self._telemetry.drop_alias(alias)
         del self._versions[adapter.ref]
         self._telemetry.forget_version(adapter.name, adapter.version, adapter.base)
+
+    # -- folding ----------------------------------------------------------------------------
+
+    def _fold_of(self, base: str) -> BaseFold[LoadedAdapter]:
+        return self._folds.setdefault(base, BaseFold[LoadedAdapter]())
+
+    def folded(self, base: str) -> LoadedAdapter | None:
+        """The version folded into ``base``'s weights, if any."""
+        fold = self._folds.get(base)
+        return fold.folded if fold is not None else None
+
+    async def unfold(self, base: str) -> None:
+        """Return ``base``'s weights to the pristine ones; every version served by its LoRA."""
+        fold = self._fold_of(base)
+        async with fold.lock:
+            await self._refold(base, None)
+
+    async def _refold(
+        self, base: str, target: LoadedAdapter | None, flip: Callable[[], None] | None = None,
+        engine: EngineClient | None = None,
+    ) -> None:
+        """Fold ``target`` (None: none) into ``base``'s weights, then call ``flip``; the
+        caller holds the base's fold lock. Prepare, close the gate, drain, fold, switch every
+        version's engine LoRA (and ``flip``) with no await in between, open the gate.
+        ``engine``: the base's engine (default: the one serving it now)."""
+        fold = self._fold_of(base)
+        engine = engine or self._engines[base]
+        if fold.folded is target:
+            if flip is not None:
+                flip()
+            return
+        others = [a for a in self._versions.values() if a.base == base and a is not target]
+        fresh: dict[str, LoraRef] = {}
+        try:
+            if target is not None:
+                for other in others:
+                    check_difference_rank(engine, other.ref, other.manifest.lora.r, target.ref, target.manifest.lora.r)
+                await fold_call(engine.prepare_fold(target.lora.path), target.ref)
+                for other in others:
+                    fresh[other.ref] = await self._load_difference(engine, other, target)
+            await self._drain(base, fold)
+            await fold_call(engine.fold(target.lora.path if target else None), target.ref if target else "nothing")
+            for other in others:  # from here to the gate opening: no await
+                other.engine_lora = fresh.get(other.ref, other.lora)
+            if target is not None:
+                target.engine_lora = None
+            stale, fold.differences, fold.folded = fold.differences, fresh, target
+            self._telemetry.set_folded(base, target.ref if target is not None else None)
+            log.info("%s weights now fold %s", base, target.ref if target else "nothing")
+            if flip is not None:
+                flip()
+        except BaseException:
+            for lora in fresh.values():
+                await drop_difference(engine, lora)
+            raise
+        finally:
+            fold.open.set()
+        for lora in stale.values():
+            await drop_difference(engine, lora)
+
+    async def _drain(self, base: str, fold: BaseFold[LoadedAdapter]) -> None:
+        fold.open.clear()
+        try:
+            await asyncio.wait_for(fold.idle.wait(), self._fold_drain_timeout_s)
+        except TimeoutError:
+            raise Unavailable(
+                f"requests on {base} did not finish within {self._fold_drain_timeout_s:g} s; "
+                "the fold was not changed", code="fold_drain_timeout",
+            ) from None
+
+    async def _difference_if_folded(self, engine: EngineClient, adapter: LoadedAdapter) -> None:
+        """A version loaded while another is folded is served by its difference LoRA."""
+        fold = self._fold_of(adapter.base)
+        if fold.folded is None:
+            return
+        async with fold.lock:
+            folded = fold.folded
+            if folded is None:
+                return
+            check_difference_rank(engine, adapter.ref, adapter.manifest.lora.r, folded.ref, folded.manifest.lora.r)
+            lora = await self._load_difference(engine, adapter, folded)
+            fold.differences[adapter.ref] = adapter.engine_lora = lora
+
+    async def _load_difference(self, engine: EngineClient, other: LoadedAdapter, target: LoadedAdapter) -> LoraRef:
+        assert self._fold_dir is not None
+        return await load_difference(
+            engine, self._fold_dir / other.base, (other.ref, other.lora.path), (target.ref, target.lora.path),
+            next(self._ids),
+        )
 
     async def wait_unloaded(self) -> None:
         """Wait for pending unloads (tests and shutdown)."""

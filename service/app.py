@@ -62,7 +62,11 @@ def create_app(
             raise ValueError(f"engine keyed {base!r} serves base {engine.info.base!r}")
     engines = dict(engines)  # the app's own map: the supervisor swaps engines in it
     telemetry = Telemetry()
-    registry = AdapterRegistry(settings.adapter_root, engines, telemetry)
+    registry = AdapterRegistry(
+        settings.adapter_root, engines, telemetry,
+        fold_dir=settings.fold_dir if settings.fold_promoted else None,
+        fold_drain_timeout_s=settings.fold_drain_timeout_s,
+    )
     router = Router(telemetry, salt=settings.routing_salt, rng=rng)
     forecast_log = ForecastLog(settings.db_url)
     scorer = Scorer(forecast_log, market.prices, telemetry, now)

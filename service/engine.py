@@ -54,6 +54,10 @@ class LoraLoadError(Exception):
     """The engine could not load an adapter; nothing was registered."""
 
 
+class FoldFailed(Exception):
+    """Folding an adapter into the weights failed; the engine restored its previous fold."""
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     base: str  # "llama" | "deepseek"
@@ -125,6 +129,21 @@ class EngineClient(Protocol):
 
     async def list_loras(self) -> set[int]: ...
 
+    async def prepare_fold(self, path: Path) -> None:
+        """Check that the adapter at ``path`` folds into the weights; keep host copies of the
+        weights it touches. Serving goes on meanwhile. Raises :class:`FoldFailed`."""
+        ...
+
+    async def fold(self, path: Path | None) -> None:
+        """Make the weights the pristine ones plus the adapter at ``path`` (None: pristine).
+        Called only with no request in flight; on failure the previous fold is restored and
+        :class:`FoldFailed` raised."""
+        ...
+
+    async def weights_checksum(self) -> str:
+        """A digest of the base weights as they are now (exact-restoration checks)."""
+        ...
+
     def stats(self) -> EngineStats: ...
 
     async def health(self) -> None:
@@ -162,6 +181,10 @@ def resolve_dtype(setting: str, gpu: bool = False) -> str:
     return "bfloat16" if gpu or cpu_supports_bf16() else "float32"
 
 
+FOLD_WORKER_EXTENSION = "service.fold_worker.FoldWorkerExtension"
+# Folding copies and adds whole weight matrices: minutes are a hung engine, not a slow one.
+FOLD_RPC_TIMEOUT_S = 300.0
+
 # Passed to vLLM on a GPU always; on CPU only when set explicitly (CPU defaults unchanged).
 _PASSTHROUGH = (
     "load_format", "tokenizer", "quantization", "kv_cache_dtype", "tensor_parallel_size",
@@ -187,6 +210,8 @@ def engine_kwargs(settings: EngineSettings, gpu: bool) -> dict[str, Any]:
         "max_num_seqs": settings.max_num_seqs,
         "seed": settings.seed,
         "disable_log_stats": True,  # our stat logger still gets scheduler stats
+        # collective_rpc methods that fold a promoted adapter into the weights (service.fold)
+        "worker_extension_cls": FOLD_WORKER_EXTENSION,
     }
     if settings.kv_cache_gib is not None and (not gpu or "kv_cache_gib" in explicit):
         kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib << 30
@@ -371,6 +396,31 @@ class VLLMEngine:
 
     async def list_loras(self) -> set[int]:
         return set(await self._llm.list_loras())
+
+    async def _rpc(self, method: str, *args: Any) -> Any:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            results = await self._llm.collective_rpc(method, timeout=FOLD_RPC_TIMEOUT_S, args=args)
+        except EngineDeadError as exc:
+            raise EngineDead(f"engine {self._info.base} is dead") from exc
+        except Exception as exc:  # vLLM re-raises worker errors as a bare Exception
+            raise FoldFailed(_first_line(str(exc)) or type(exc).__name__) from exc
+        return results[0]  # tensor parallelism 1: one worker
+
+    async def prepare_fold(self, path: Path) -> None:
+        await self._rpc("forecast_prepare_fold", str(path))
+
+    async def fold(self, path: Path | None) -> None:
+        previous = await self._rpc("forecast_fold", None if path is None else str(path))
+        # Cached KV blocks of requests with no LoRA were computed with the old weights, and the
+        # folded version's requests carry no LoRA: they must not be reused.
+        if await self._llm.reset_prefix_cache() is False:  # None (older vLLM): done
+            await self._rpc("forecast_fold", previous)
+            raise FoldFailed("the prefix cache could not be cleared; previous fold restored")
+
+    async def weights_checksum(self) -> str:
+        return str(await self._rpc("forecast_weights_checksum"))
 
     def stats(self) -> EngineStats:
         return replace(self._box.value, start_seconds=self.start_seconds)

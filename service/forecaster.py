@@ -167,7 +167,7 @@ class Forecaster:
         prompt = render_chat(prepared.built.prompt, engine.info.chat_format)
         forecast_id = new_id()
         answer = Answer()
-        chunks = engine.generate(prompt, answer_params(self._settings, engine.info), adapter.lora, forecast_id)
+        chunks = engine.generate(prompt, answer_params(self._settings, engine.info), adapter.engine_lora, forecast_id)
         async for delta in answer.collect(self._watch.chunks(adapter.base, chunks)):
             yield delta
         text = answer.text

@@ -5,7 +5,7 @@ engine failures mapped to the service's errors, and each request counted by outc
 ::
 
     async with gateway.lease(alias, arm=arm, route_label="forecast") as (adapter, engine):
-        ...  # generate with ``adapter.lora`` on ``engine``
+        ...  # generate with ``adapter.engine_lora`` on ``engine``
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ async def probe_bin(
     it and the Prediction header. Raises the engine's error when the probe fails."""
     params = GenerationParams(max_tokens=PROBE_MAX_TOKENS, temperature=0.0, choices=tuple(bin_phrases()))
     pieces: list[str] = []
-    probe = engine.generate(prompt + probe_text(text), params, adapter.lora, request_id)
+    probe = engine.generate(prompt + probe_text(text), params, adapter.engine_lora, request_id)
     async for chunk in watch.chunks(adapter.base, probe):
         pieces.append(chunk.delta)
     return read_partial(text, "".join(pieces))

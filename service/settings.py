@@ -132,6 +132,16 @@ class ServiceSettings(BaseSettings):
     routing_salt: str = "dow30-ab"  # part of the sticky hash: change it to reshuffle clients
     shadow: str | None = None  # alias that gets a copy of traffic, answer logged only
     shadow_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Fold the version each adapter's own alias serves into its base's weights (base speed
+    # for the dominant arm; other versions through difference LoRAs, service.fold). Off by
+    # default: a promote then waits for the base's in-flight requests (a request runs under
+    # one fold), bf16 folding rounds W + s·B·A once (answers can differ from the LoRA path at
+    # rounding level), difference LoRAs need max_lora_rank >= the sum of two ranks, and the
+    # touched weights are kept on the host; a GPU deployment serving one dominant version
+    # turns it on.
+    fold_promoted: bool = False
+    fold_dir: Path = Path("var/service/folded")  # difference adapters are written here
+    fold_drain_timeout_s: float = Field(default=120.0, gt=0)  # requests not done by then: no fold
     watch_adapters: bool = False
     watch_interval_s: float = Field(default=5.0, gt=0)
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
 
 from service.adapters import AdapterRegistry
 from service.engine import (
@@ -74,6 +75,15 @@ class Restarting:
 
     async def list_loras(self) -> set[int]:
         return set()
+
+    async def prepare_fold(self, path: Path) -> None:
+        raise self._refusal()
+
+    async def fold(self, path: Path | None) -> None:
+        raise self._refusal()
+
+    async def weights_checksum(self) -> str:
+        raise self._refusal()
 
     def stats(self) -> EngineStats:
         return EngineStats()

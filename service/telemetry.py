@@ -106,6 +106,11 @@ class Telemetry:
             "forecast_adapter_alias", "1 for the version each alias serves.",
             ("alias", "adapter", "version"), registry=r,
         )
+        self.folded = Gauge(
+            "forecast_adapter_folded",
+            "1 for the version folded into its base's weights (served with no LoRA).",
+            ("base", "adapter", "version"), registry=r,
+        )
         self.routing_weight = Gauge(
             "forecast_routing_weight", "Normalised A/B weight of each arm.", ("arm", "alias"),
             registry=r,
@@ -141,6 +146,7 @@ class Telemetry:
             registry=r,
         )
         self._alias_labels: dict[str, tuple[str, str]] = {}
+        self._folded_labels: dict[str, tuple[str, str]] = {}
 
     def observe(self, r: ForecastResponse, labels: tuple[str, str, str]) -> None:
         """A finished forecast's counters and latencies under (adapter, version, arm)."""
@@ -171,6 +177,16 @@ class Telemetry:
         old = self._alias_labels.pop(alias, None)
         if old is not None:
             self.alias.remove(alias, *old)
+
+    def set_folded(self, base: str, ref: str | None) -> None:
+        """``ref`` (``name@version``) is folded into ``base``'s weights now; None: nothing."""
+        old = self._folded_labels.pop(base, None)
+        if old is not None:
+            self.folded.remove(base, *old)
+        if ref is not None:
+            name, _, version = ref.partition("@")
+            self._folded_labels[base] = (name, version)
+            self.folded.labels(base, name, version).set(1)
 
     def forget_version(self, adapter: str, version: str, base: str) -> None:
         """Drop the per-version gauges of an unloaded version (counters keep their history)."""

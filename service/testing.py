@@ -35,6 +35,7 @@ from service.engine import (
     EngineDead,
     EngineInfo,
     EngineStats,
+    FoldFailed,
     GenerationParams,
     LoraLoadError,
     LoraRef,
@@ -79,6 +80,10 @@ class FakeEngine:
         self.removed: list[int] = []
         self.running = 0
         self.dead = False
+        self.folded: Path | None = None  # adapter folded into the (pretend) weights
+        self.prepared: list[Path] = []
+        self.running_at_fold: list[int] = []  # generations in flight at each fold call
+        self.fail_fold = False  # fold() raises, keeping the previous fold (as the worker does)
 
     @property
     def info(self) -> EngineInfo:
@@ -130,6 +135,20 @@ class FakeEngine:
 
     async def list_loras(self) -> set[int]:
         return set(self.loras)
+
+    async def prepare_fold(self, path: Path) -> None:
+        await asyncio.sleep(0)
+        self.prepared.append(path)
+
+    async def fold(self, path: Path | None) -> None:
+        await asyncio.sleep(0)
+        self.running_at_fold.append(self.running)
+        if self.fail_fold:
+            raise FoldFailed(f"injected failure folding {path}")
+        self.folded = path
+
+    async def weights_checksum(self) -> str:
+        return "pristine" if self.folded is None else f"folded:{self.folded}"
 
     def stats(self) -> EngineStats:
         return EngineStats(kv_cache_usage=0.0, running=self.running, waiting=0)

@@ -24,6 +24,7 @@ CPU_KWARGS = {
     "kv_cache_memory_bytes": 2 << 30,
     "seed": 0,
     "disable_log_stats": True,
+    "worker_extension_cls": "service.fold_worker.FoldWorkerExtension",
 }
 
 
