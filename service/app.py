@@ -92,6 +92,7 @@ def create_app(
         lambda: {base: e.stats() for base, e in engines.items()},
         lambda: cache_counters(market),
     )
+    telemetry.export_engine_metrics(lambda: engines)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
