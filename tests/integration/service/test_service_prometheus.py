@@ -15,14 +15,12 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from support.http import free_port
 
@@ -33,21 +31,6 @@ ADAPTERS = ("fingpt-llama", "fingpt-deepseek")
 RULE = "adapter:forecast_samples_per_second:rate20s"
 ENGINES = {"llama", "deepseek"}
 DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dashboards" / "forecast.json"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def service_url(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 @pytest.fixture

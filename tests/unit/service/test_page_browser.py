@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from support.ci import missing, require_module
+from support.browser import WAIT_S, choose_date, start_chromium
+from support.ci import require_module
 from support.http import serve_http
 
 from forecast.providers.snapshot import SnapshotMarketData
@@ -22,27 +22,9 @@ from service.testing import FakeEngine
 
 require_module("selenium", "the dev extra")
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-
-WAIT_S = 120  # a condition's deadline on a loaded 2-core host; never a timing claim
-
-
-def start_chromium(width: int = 1280, height: int = 1400) -> WebDriver:
-    """Headless Debian Chromium through its packaged driver (no driver download)."""
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if binary is None or driver is None:
-        missing("chromium and chromium-driver (Debian packages; `make system-deps`)")
-    options = Options()
-    options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +52,6 @@ def wait(browser: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
 
 def text(browser: WebDriver, element_id: str) -> str:
     return str(browser.find_element(By.ID, element_id).text)
-
-
-def choose_date(browser: WebDriver, day: str) -> None:
-    """Set the date picker as a person's pick does: its value, then its change event."""
-    field = browser.find_element(By.ID, "as-of")
-    browser.execute_script(
-        "arguments[0].value = arguments[1];"
-        "arguments[0].dispatchEvent(new Event('change'));", field, day,
-    )
 
 
 def test_a_forecast_through_the_form_reads_as_a_person_reads_it(
