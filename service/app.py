@@ -29,7 +29,7 @@ from service.market_gate import MarketGate
 from service.preflight import load_tokenizer
 from service.prompt_options import ContextCheck, TokenizerFor
 from service.readiness import Readiness
-from service.routes import adapters, batch, forecast, health, routing, scorecard
+from service.routes import adapters, batch, forecast, health, page, routing, scorecard, universe
 from service.routing import Router
 from service.scoring import Scorer
 from service.settings import ServiceSettings
@@ -96,6 +96,7 @@ def create_app(
         lambda: {base: e.stats() for base, e in engines.items()},
         lambda: cache_counters(market),
     )
+    telemetry.export_engine_metrics(lambda: engines)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -114,7 +115,7 @@ def create_app(
     )
     app.state.service = state
     install_error_handlers(app)
-    for module in (forecast, batch, adapters, routing, scorecard, health):
+    for module in (forecast, batch, adapters, routing, scorecard, health, universe, page):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from forecast.answer_format import compile_room
 from forecast.templates import ChatFormat
+from service.engine_metrics import prometheus_logger_class
 from service.settings import EngineSettings
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
     from vllm.v1.engine.async_llm import AsyncLLM
 
 log = logging.getLogger(__name__)
@@ -209,7 +211,9 @@ def engine_kwargs(settings: EngineSettings, gpu: bool) -> dict[str, Any]:
         "max_model_len": settings.max_model_len,
         "max_num_seqs": settings.max_num_seqs,
         "seed": settings.seed,
-        "disable_log_stats": True,  # our stat logger still gets scheduler stats
+        # vLLM's default loggers off (no periodic log lines); the ones passed to the engine
+        # (scheduler stats, vLLM's Prometheus metrics on the engine's registry) still record.
+        "disable_log_stats": True,
         # collective_rpc methods that fold a promoted adapter into the weights (service.fold)
         "worker_extension_cls": FOLD_WORKER_EXTENSION,
     }
@@ -280,18 +284,30 @@ class VLLMEngine:
     """vLLM's ``AsyncLLM`` with LoRA enabled, for one base model."""
 
     def __init__(
-        self, llm: AsyncLLM, info: EngineInfo, box: _StatsBox, start_seconds: float | None = None
+        self,
+        llm: AsyncLLM,
+        info: EngineInfo,
+        box: _StatsBox,
+        start_seconds: float | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self._llm = llm
         self._info = info
         self._box = box
         self.start_seconds = start_seconds
+        self._metrics_registry = metrics_registry
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry | None:
+        """vLLM's own ``vllm:*`` metrics of this engine (:mod:`service.engine_metrics`)."""
+        return self._metrics_registry
 
     @classmethod
     def start(cls, settings: EngineSettings, gpu: bool | None = None) -> VLLMEngine:
         """Start the engine (blocks ~30 s on CPU in eager mode). Call it inside the event loop
         that will use it, or in a worker thread (no running loop there): vLLM then starts its
         output loop on the first call made from the serving loop. ``gpu``: None detects it."""
+        from prometheus_client import CollectorRegistry
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -306,8 +322,13 @@ class VLLMEngine:
 
             kwargs["structured_outputs_config"] = StructuredOutputsConfig(**kwargs["structured_outputs_config"])
         args = AsyncEngineArgs(**kwargs)
+        registry = CollectorRegistry(auto_describe=False)
+        loggers = [_stat_logger_class(box)]
+        prometheus = prometheus_logger_class(registry)
+        if prometheus is not None:
+            loggers.append(prometheus)
         started = time.perf_counter()
-        llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_class(box)])
+        llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
         seconds = time.perf_counter() - started
         info = EngineInfo(
             base=settings.base,
@@ -321,7 +342,7 @@ class VLLMEngine:
             "engine %s started on %s (%s) in %.1f s", settings.base, settings.model, args.dtype,
             seconds,
         )
-        return cls(llm, info, box, seconds)
+        return cls(llm, info, box, seconds, registry if prometheus is not None else None)
 
     @property
     def info(self) -> EngineInfo:

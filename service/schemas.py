@@ -249,6 +249,35 @@ class RoutingOut(BaseModel):
     version: int
 
 
+class UniverseOut(BaseModel):
+    as_of: dt.date = Field(description="The date asked (default: the service's default day).")
+    members: list[str] = Field(description="The Dow 30 members on that date, sorted.")
+    today: dt.date = Field(description="The latest date a forecast may be asked for.")
+
+
+class AdapterSummary(BaseModel):
+    """A loaded adapter version as the page shows it: what ``/metrics`` already publishes of
+    it (name, version, aliases) and its held-out evaluation from its manifest."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    base: str
+    base_model: str
+    aliases: list[str]
+    evaluation: dict[str, float] = Field(
+        default_factory=dict, description="The manifest's numeric metrics (binary_accuracy, mse, ...)."
+    )
+
+
+class PageAdapters(BaseModel):
+    """The page's read-only view of the adapters and the live A/B split."""
+
+    adapters: list[AdapterSummary]
+    routing: RoutingOut
+
+
 class ConfidenceInterval(BaseModel):
     low: float
     high: float

@@ -4,7 +4,9 @@ Names carry the ``forecast_`` prefix and base units; labels are of bounded cardi
 (adapter, version, arm, route, status, base) and never a ticker. Samples per second are
 ``rate(forecast_forecasts_total[1m])`` per adapter and version; tokens per second
 ``rate(forecast_generated_tokens_total[1m])``. Engine scheduler stats and the market-data
-cache counters are read at scrape time by :class:`_LiveCollector`.
+cache counters are read at scrape time by :class:`_LiveCollector`; vLLM's own ``vllm:*``
+metrics of each engine, labelled ``engine=<base>``, by
+:class:`~service.engine_metrics.EngineMetrics`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from service.engine import EngineStats
+from service.engine_metrics import EngineMetrics
 from service.schemas import ForecastResponse
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -208,6 +211,10 @@ class Telemetry:
     ) -> None:
         """Read engine stats and cache counters at every scrape."""
         self.registry.register(_LiveCollector(engines, cache_counters))
+
+    def export_engine_metrics(self, engines: Callable[[], Mapping[str, Any]]) -> None:
+        """Expose the ``vllm:*`` metrics of the engines ``engines()`` returns at each scrape."""
+        self.registry.register(EngineMetrics(engines))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,6 +4,7 @@ that it or the rules name is one the service exports, compose keeps secrets out.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ import yaml
 from support.ci import missing
 
 from service.engine import EngineStats
+from service.engine_metrics import LEFT_OUT
 from service.telemetry import Telemetry
 
 pytestmark = pytest.mark.integration  # runs promtool, a real tool
@@ -26,6 +28,10 @@ PROM = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "forecast.json"
 # A metric name that is not part of a recording rule's level:metric:operation name.
 METRIC = re.compile(r"(?<![:\w])forecast_[a-z0-9_]+(?![:\w])")
+VLLM_METRIC = re.compile(r"vllm:[a-z0-9_]+")
+# vLLM's logger declares each metric as ``self._<kind>_cls(name="vllm:...", ...)``.
+VLLM_DECLARED = re.compile(r"self\._(gauge|counter|histogram)_cls\(\s*name=\"(vllm:[a-z0-9_]+)\"")
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 
 def promtool() -> str:
@@ -66,12 +72,26 @@ def exported_metric_names() -> set[str]:
         lambda: {"llama": EngineStats(kv_cache_usage=0.1, running=1, waiting=0)},
         lambda: {"hits": 1, "misses": 1, "stale_serves": 1},
     )
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
-                "gauge": ("",)}  # fmt: skip
     names: set[str] = set()
     for family in telemetry.registry.collect():
-        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+        names.update(family.name + s for s in SUFFIXES.get(family.type, ("",)))
     return names
+
+
+def vllm_metric_names() -> set[str]:
+    """Every sample name the installed vLLM's Prometheus logger declares, less those the
+    service leaves out (read from its source: importing vLLM takes long; the service's
+    integration test checks the same names on a real engine's scrape)."""
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or spec.origin is None:
+        missing("vllm (the serve extra)")
+    source = (Path(spec.origin).parent / "v1" / "metrics" / "loggers.py").read_text()
+    return {
+        name + suffix
+        for kind, name in VLLM_DECLARED.findall(source)
+        if name not in LEFT_OUT
+        for suffix in SUFFIXES[kind]
+    }
 
 
 def dashboard() -> dict[str, Any]:
@@ -99,6 +119,23 @@ def test_rules_and_dashboard_name_only_exported_metrics() -> None:
     used = {name for e in exprs for name in METRIC.findall(e)}
     assert used - exported == set()
     assert {"forecast_realized_binary_accuracy", "forecast_realized_mse"} <= used
+
+
+def test_dashboard_vllm_panels_name_metrics_the_engines_export() -> None:
+    exported = vllm_metric_names()
+    assert "vllm:generation_tokens_total" in exported  # the sanity of the enumeration itself
+    board = dashboard()
+    exprs = panel_exprs(board)
+    vllm_panels = {t: es for t, es in exprs.items() if any("vllm:" in e for e in es)}
+    used = {name for es in vllm_panels.values() for e in es for name in VLLM_METRIC.findall(e)}
+    assert used - exported == set()
+    assert {
+        "vllm:kv_cache_usage_perc", "vllm:num_requests_running", "vllm:num_requests_waiting",
+        "vllm:time_to_first_token_seconds_bucket", "vllm:generation_tokens_total",
+    } <= used
+    # Per engine (the service labels each base's series engine=<base>), never summed away.
+    assert all("by (engine" in e for es in vllm_panels.values() for e in es)
+    assert len(vllm_panels) == 4
 
 
 def test_dashboard_has_the_product_panels() -> None:

@@ -7,6 +7,7 @@ them through one app, in one session-scoped event loop (``loop_scope="session"``
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 from collections.abc import AsyncIterator
@@ -16,7 +17,9 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import uvicorn
 from support.engines import tiny_engines
+from support.http import free_port
 
 from forecast.basemodels import BASES
 from forecast.providers.snapshot import SnapshotMarketData
@@ -80,3 +83,19 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def service_url(app: Any) -> AsyncIterator[str]:
+    """The shared app on a real loopback socket (uvicorn in the session's loop)."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

@@ -1,24 +1,27 @@
-"""A real Prometheus server scrapes the service and answers a per-adapter samples/s query.
+"""A real Prometheus server scrapes the service and answers a per-adapter samples/s query;
+vLLM's own ``vllm:*`` metrics of both engines come on the same ``/metrics``.
 
 The service runs on a real socket (uvicorn) over the real engines; Prometheus (the Debian
 binary) scrapes it every second and evaluates a recording rule. The test waits, with a
 generous deadline that is never asserted on, until Prometheus's HTTP API returns
-``rate(forecast_forecasts_total[...])`` above zero for each adapter.
+``rate(forecast_forecasts_total[...])`` above zero for each adapter, and vLLM's generated
+tokens for each engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
-import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from support.http import free_port
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
@@ -26,21 +29,8 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900
 DEADLINE_S = 300.0  # how long to wait for scrapes on a loaded machine; not a timing claim
 ADAPTERS = ("fingpt-llama", "fingpt-deepseek")
 RULE = "adapter:forecast_samples_per_second:rate20s"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def service_url(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+ENGINES = {"llama", "deepseek"}
+DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dashboards" / "forecast.json"
 
 
 @pytest.fixture
@@ -87,8 +77,9 @@ def prometheus(prometheus_bin: str, service_url: str, tmp_path: Path) -> Iterato
             proc.kill()
 
 
-async def query(prom: httpx.AsyncClient, expr: str) -> dict[str, float]:
-    """``{adapter: value}`` of an instant query (empty while Prometheus is not ready)."""
+async def query(prom: httpx.AsyncClient, expr: str, key: str = "adapter") -> dict[str, float]:
+    """``{adapter: value}`` (or of another ``key`` label) of an instant query (empty while
+    Prometheus is not ready)."""
     try:
         r = await prom.get("/api/v1/query", params={"query": expr})
     except httpx.TransportError:
@@ -97,15 +88,17 @@ async def query(prom: httpx.AsyncClient, expr: str) -> dict[str, float]:
         return {}
     out = {}
     for sample in r.json()["data"]["result"]:
-        out[sample["metric"].get("adapter", sample["metric"].get("job", ""))] = float(sample["value"][1])
+        out[sample["metric"].get(key, sample["metric"].get("job", ""))] = float(sample["value"][1])
     return out
 
 
-async def wait_for(prom: httpx.AsyncClient, expr: str, ok: Any) -> dict[str, float]:
+async def wait_for(
+    prom: httpx.AsyncClient, expr: str, ok: Any, key: str = "adapter"
+) -> dict[str, float]:
     deadline = time.monotonic() + DEADLINE_S
     last: dict[str, float] = {}
     while time.monotonic() < deadline:
-        last = await query(prom, expr)
+        last = await query(prom, expr, key)
         if ok(last):
             return last
         await asyncio.sleep(1)
@@ -135,5 +128,43 @@ async def test_prometheus_scrapes_per_adapter_samples_per_second(
         rates = await wait_for(prom, expr, lambda v: all(v.get(a, 0) > 0 for a in ADAPTERS))
         recorded = await wait_for(prom, RULE, lambda v: all(v.get(a, 0) > 0 for a in ADAPTERS))
         ttft = await query(prom, "sum by (adapter) (forecast_time_to_first_token_seconds_count)")
+        tokens = await wait_for(
+            prom, "sum by (engine) (vllm:generation_tokens_total)",
+            lambda v: all(v.get(e, 0) > 0 for e in ENGINES), key="engine",
+        )
     assert all(rates[a] > 0 and recorded[a] > 0 for a in ADAPTERS)
     assert all(ttft.get(a, 0) >= 2 for a in ADAPTERS)
+    assert set(tokens) == ENGINES
+
+
+async def test_vllm_engine_metrics_per_engine_next_to_forecast_metrics(
+    client: httpx.AsyncClient,
+) -> None:
+    replies = await asyncio.gather(*(
+        client.post("/v1/forecast", json={"ticker": "KO", "adapter": a}) for a in ADAPTERS
+    ))
+    assert [r.status_code for r in replies] == [200, 200]
+    text = (await client.get("/metrics")).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def by_engine(family: str, sample: str) -> dict[str, float]:
+        return {s.labels["engine"]: s.value for s in families[family].samples if s.name == sample}
+
+    # Scheduler gauges come with every engine step, counters and histograms with its outputs:
+    # the steps before a forecast's last token were recorded before its answer came back.
+    assert set(by_engine("vllm:num_requests_running", "vllm:num_requests_running")) == ENGINES
+    assert set(by_engine("vllm:kv_cache_usage_perc", "vllm:kv_cache_usage_perc")) == ENGINES
+    tokens = by_engine("vllm:generation_tokens", "vllm:generation_tokens_total")
+    assert set(tokens) == ENGINES and all(v > 0 for v in tokens.values())
+    ttft = by_engine("vllm:time_to_first_token_seconds", "vllm:time_to_first_token_seconds_count")
+    assert set(ttft) == ENGINES and all(v > 0 for v in ttft.values())
+    # One family per name however many engines; the product's own metrics as before.
+    types = re.findall(r"^# TYPE (vllm:\S+) ", text, flags=re.M)
+    assert types and len(types) == len(set(types))
+    forecasts = {s.labels["adapter"] for s in families["forecast_forecasts"].samples}
+    assert set(ADAPTERS) <= forecasts
+    # Every vllm: series the Grafana dashboard queries is one the service exports.
+    board = json.dumps(json.loads(DASHBOARD.read_text()))
+    wanted = set(re.findall(r"vllm:[a-z_]+", board))
+    exported = {s.name for f in families.values() for s in f.samples}
+    assert wanted and wanted <= exported, wanted - exported

@@ -145,7 +145,8 @@ async def test_openapi_lists_every_route(serve: Any) -> None:
     async with serve() as client:
         paths = set((await client.get("/openapi.json")).json()["paths"])
     assert {"/v1/forecast", "/v1/forecast/batch", "/v1/adapters", "/v1/adapters/promote",
-            "/v1/routing", "/v1/adapters/{name}/scorecard", "/healthz", "/readyz"} <= paths
+            "/v1/routing", "/v1/adapters/{name}/scorecard", "/healthz", "/readyz",
+            "/v1/universe", "/v1/page/adapters"} <= paths
 
 
 class StaleNewsMarket:
