@@ -37,13 +37,18 @@ sites() {  # the two sites lie in the first parts of the stream: extract them as
 }
 
 [ -f .whl/extra/rouge.tgz ] && tar -C /tmp/site -xzf .whl/extra/rouge.tgz
+# .whl/overlay/*.whl (carried): packages that replace the site's own, e.g. a newer xgrammar
+if ls .whl/overlay/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/overlay .whl/overlay/*.whl
+fi
+export PYTHONPATH=/tmp/overlay:$PYTHONPATH
 case $step in
 keep) ;;
 sites) sites || exit 3 ;;
 structured)
   sites || exit 3
   base=$1; shift
-  timeout 570 python3 benchmarks/structured_output.py --shape 8b --bases "$base" --backend auto \
+  timeout "${STRUCT_TIMEOUT:-570}" python3 benchmarks/structured_output.py --shape 8b --bases "$base" --backend auto \
     --n 64 --max-tokens 1024 --rounds 2 --max-model-len 8192 --work /tmp/bench \
     --name "structured_output_gpu_$base" "$@" > "$OUT/structured_$base.log" 2>&1
   grep -n "Error\|error\|Traceback\|structured_vs_free\|free\|wrote" "$OUT/structured_$base.log" | grep -v "^.*INFO" | head -60
