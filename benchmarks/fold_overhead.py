@@ -1,6 +1,6 @@
 """The promoted version folded into the weights vs plain LoRA vs base, on the product's engine.
 
-    python benchmarks/fold_overhead.py [--concurrency 16 64] [--rounds 2] [--max-tokens 64]
+    python benchmarks/fold_overhead.py [--concurrency 16 64] [--rounds 2] [--max-tokens 32] [--max-prompt 128]
 
 One product engine (``service.engine.VLLMEngine``, the tiny model on CPU) and the product's
 adapter registry with folding on (``service.adapters``, ``service.fold``). Versions: ``v1`` is
@@ -292,8 +292,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--max-prompt", type=int, default=1024)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--max-prompt", type=int, default=128)
     ap.add_argument("--all-linear", action="store_true", help="adapters on all 7 linear modules (default q/k/v/o)")
     ap.add_argument("--out", type=Path, help="default: benchmarks/results/fold_cpu.json")
     args = ap.parse_args()
