@@ -102,14 +102,16 @@ class FakeEngine:
                 digest = int(hashlib.sha256(seed.encode()).hexdigest(), 16)
                 words = [params.choices[digest % len(params.choices)]]
             else:
-                words = fake_answer(seed).split(" ")[: params.max_tokens]
+                words = fake_answer(seed).split(" ")
+            cut = len(words) > params.max_tokens  # as vLLM: "length" when the budget ended it
+            words = words[: params.max_tokens]
             for i, word in enumerate(words):
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 last = i == len(words) - 1
                 yield Chunk(
                     delta=word if i == 0 else " " + word, tokens=i + 1, finished=last,
-                    finish_reason="stop" if last else None, queue_s=0.0,
+                    finish_reason=("length" if cut else "stop") if last else None, queue_s=0.0,
                 )
         finally:
             self.running -= 1
