@@ -5,7 +5,9 @@ under the project's own load generator: same prompts, same concurrency, same eng
 
 Starts the service through the one bootstrap (``service.bootstrap.running``: one vLLM CPU
 engine for the llama base on the tiny model, its stand-in adapter) and serves it on a loopback
-port with uvicorn. Then, with the engine's prefix cache emptied before each:
+port with uvicorn. Then, ``--rounds`` times in ABBA order (round 1 the load generator first,
+round 2 vLLM's benchmark first: a shared host's load drifts), with the engine's prefix cache
+emptied before each run:
 
 1. ``python -m clients.loadgen`` streams ``--requests`` forecasts (``POST /v1/forecast``,
    ``stream: true``) of the benchmark tickers (drawn at random by its workers) for the
@@ -15,6 +17,8 @@ port with uvicorn. Then, with the engine's prefix cache emptied before each:
    forecasts were built from, one per forecast in the order they started (a custom JSONL
    dataset: each forecast's prompt rendered in the base's chat format, no template applied
    again), with the same output budget and stop marker, greedy, at the same concurrency.
+   Every round replays the first load generator run's prompts; later load generator runs draw
+   their own (same tickers and week; the JSON lists each run's).
 
 Answers are free text (no answer expression, no bin probe) so both routes decode the same
 tokens. Writes ``benchmarks/results/openai_bench.json`` (both results side by side, and the
@@ -83,28 +87,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while not server.started:
             await asyncio.sleep(0.05)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        loadgens: list[dict[str, Any]] = []
+        benches: list[dict[str, Any]] = []
+        dataset: dict[str, Any] = {}
         try:
             await warm_up(url)
             with tempfile.TemporaryDirectory() as tmp:
-                await engine.reset_prefix_cache()
-                loadgen = await loadgen_run(url, args, Path(tmp))
-                dataset = write_dataset(Path(tmp), loadgen["samples"], settings, market)
-                await engine.reset_prefix_cache()
-                bench = await vllm_bench(url, args, dataset, Path(tmp))
+                for round_ in range(args.rounds):  # ABBA: each tool first once
+                    for tool in ("loadgen", "bench") if round_ % 2 == 0 else ("bench", "loadgen"):
+                        await engine.reset_prefix_cache()
+                        if tool == "loadgen":
+                            loadgens.append(await loadgen_run(url, args, Path(tmp)))
+                            if not dataset:  # the first forecasts' prompts, for every bench run
+                                dataset = write_dataset(Path(tmp), loadgens[0]["samples"], settings, market)
+                        else:
+                            benches.append(await vllm_bench(url, args, dataset, Path(tmp)))
         finally:
             server.should_exit = True
             await serving
-    loadgen.pop("samples")
+    tickers = [[s["ticker"] for s in sorted(lg.pop("samples"), key=lambda s: s["start_s"])] for lg in loadgens]
+    rounds = [side_by_side(lg, b) for lg, b in zip(loadgens, benches, strict=True)]
     return {
         "benchmark": "openai_bench",
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "service": {"alias": ALIAS, "window": {"weeks": settings.weeks, "news_per_week": settings.news_per_week},
                     "engine": settings.engines[0].model_dump(mode="json")},
         "machine": machine(),
-        "prompts": dataset["summary"],
-        "loadgen_forecast_route": loadgen,
-        "vllm_bench_openai_route": bench,
-        "side_by_side": side_by_side(loadgen, bench),
+        "prompts": dataset["summary"] | {"loadgen_tickers_per_round": tickers},
+        "side_by_side": mean_of(rounds),
+        "rounds": rounds,
+        "loadgen_forecast_route": loadgens,
+        "vllm_bench_openai_route": benches,
     }
 
 
@@ -194,6 +207,16 @@ def side_by_side(loadgen: dict[str, Any], bench: dict[str, Any]) -> dict[str, di
     }
 
 
+def mean_of(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each metric's mean over the rounds, per tool, and the forecast route over the OpenAI
+    route (for rates: < 1 means the forecast route is slower)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in rounds[0]:
+        pair = {tool: sum(r[name][tool] for r in rounds) / len(rounds) for tool in ("loadgen", "vllm_bench")}
+        out[name] = pair | {"loadgen_over_vllm_bench": pair["loadgen"] / pair["vllm_bench"] if pair["vllm_bench"] else None}
+    return out
+
+
 def _s(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000
 
@@ -203,16 +226,18 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=24)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2, help="ABBA: odd rounds loadgen first, even bench first")
     p.add_argument("--weeks", type=int, default=1)  # ≈700 prompt tokens (tiny model's tokenizer)
     p.add_argument("--news", type=int, default=2)
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=cpu_dtype())
     p.add_argument("--out", type=Path, default=RESULTS / "openai_bench.json")
     args = p.parse_args()
     report = asyncio.run(run(args))
-    print(f"{'metric':<22}{'loadgen /v1/forecast':>22}{'vllm bench /v1/completions':>28}")
+    print(f"mean of {args.rounds} rounds (ABBA)")
+    print(f"{'metric':<22}{'loadgen /v1/forecast':>22}{'vllm bench /v1/completions':>28}{'ratio':>8}")
     for name, pair in report["side_by_side"].items():
-        cells = ["-" if v is None else f"{v:.3f}" for v in (pair["loadgen"], pair["vllm_bench"])]
-        print(f"{name:<22}{cells[0]:>22}{cells[1]:>28}")
+        cells = ["-" if v is None else f"{v:.3f}" for v in pair.values()]
+        print(f"{name:<22}{cells[0]:>22}{cells[1]:>28}{cells[2]:>8}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
