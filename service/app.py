@@ -26,10 +26,11 @@ from service.forecast_log import ForecastLog
 from service.forecaster import Forecaster
 from service.gateway import Gateway
 from service.market_gate import MarketGate
+from service.openai_serving import OpenAIServing
 from service.preflight import load_tokenizer
 from service.prompt_options import ContextCheck, TokenizerFor
 from service.readiness import Readiness
-from service.routes import adapters, batch, forecast, health, page, routing, scorecard, universe
+from service.routes import adapters, batch, forecast, health, openai, page, routing, scorecard, universe
 from service.routing import Router
 from service.scoring import Scorer
 from service.settings import ServiceSettings
@@ -78,6 +79,7 @@ def create_app(
     watch = StallWatch(settings.engine_stall_s, settings.retry_after_s)
     gateway = Gateway(settings, engines, registry, router, telemetry)
     forecaster = Forecaster(settings, gateway, gate, forecast_log, telemetry, now, context, watch)
+    serving = OpenAIServing(settings, engines, gateway, registry, router, context, telemetry, watch, now)
     readiness = Readiness(settings.ready_probe_s, settings.ready_timeout_s)
     supervisor = None
     if restart is not None:
@@ -89,7 +91,7 @@ def create_app(
     state = ServiceState(
         settings=settings, engines=engines, market=market, telemetry=telemetry,
         registry=registry, router=router, forecast_log=forecast_log, scorer=scorer,
-        gateway=gateway, forecaster=forecaster, readiness=readiness, now=now, market_gate=gate,
+        gateway=gateway, forecaster=forecaster, openai=serving, readiness=readiness, now=now, market_gate=gate,
         stall_watch=watch, supervisor=supervisor,
     )
     telemetry.watch(
@@ -115,7 +117,7 @@ def create_app(
     )
     app.state.service = state
     install_error_handlers(app)
-    for module in (forecast, batch, adapters, routing, scorecard, health, universe, page):
+    for module in (forecast, batch, openai, adapters, routing, scorecard, health, universe, page):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s

@@ -70,6 +70,10 @@ class EngineInfo:
     # Decodes under a regular expression (GenerationParams.regex); without it the service
     # reads free text and probes a cut-off answer for its bin.
     structured_output: bool = False
+    # Context length and tokenizer (dir or HF id) the engine runs with; None: unknown here
+    # (a test double), and the settings' own engine entry is used instead.
+    max_model_len: int | None = None
+    tokenizer: str | None = None
 
 
 def structured_output_available(backend: str = "auto") -> bool:
@@ -92,6 +96,7 @@ class LoraRef:
 class GenerationParams:
     max_tokens: int
     temperature: float = 0.0
+    top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()  # when set: the output is exactly one of these (constrained)
@@ -337,6 +342,8 @@ class VLLMEngine:
             max_lora_rank=settings.max_lora_rank,
             max_loras=settings.max_loras,
             structured_output=structured_output_available(settings.structured_output_backend),
+            max_model_len=settings.max_model_len,
+            tokenizer=settings.tokenizer or settings.model,
         )
         log.info(
             "engine %s started on %s (%s) in %.1f s", settings.base, settings.model, args.dtype,
@@ -358,6 +365,7 @@ class VLLMEngine:
         sampling = SamplingParams(
             max_tokens=params.max_tokens,
             temperature=params.temperature,
+            top_p=params.top_p,
             seed=params.seed,
             stop=list(params.stop),
             output_kind=RequestOutputKind.DELTA,
@@ -445,6 +453,11 @@ class VLLMEngine:
 
     def stats(self) -> EngineStats:
         return replace(self._box.value, start_seconds=self.start_seconds)
+
+    async def reset_prefix_cache(self) -> None:
+        """Forget cached prompt prefixes, so that benchmark runs on the same prompts start
+        equal (not part of the Protocol: the service never needs it)."""
+        await self._llm.reset_prefix_cache()
 
     def core_pids(self) -> list[int]:
         """PIDs of the engine-core processes (fault-injection tests kill them)."""

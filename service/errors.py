@@ -1,7 +1,9 @@
 """Typed errors of the service and the one handler that shapes them.
 
 Every failure leaves the service as ``{"error": {"type", "message", "code"}}`` (the OpenAI
-API's shape) with an HTTP status taken from the exception class. Domain errors from
+API's shape) with an HTTP status taken from the exception class; the OpenAI-compatible routes
+(``service.routes.openai``) add the API's ``param`` and answer 400 where the rest answer 422
+(:func:`openai_response`). Domain errors from
 ``forecast.errors``, engine failures during generation and request-validation errors are
 mapped here too, so no route builds an
 error body by hand. Messages never carry secrets: the admin token is compared, not echoed.
@@ -39,9 +41,10 @@ class ServiceError(Exception):
     code: str = "internal_error"
     default_headers: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault (the OpenAI-compatible routes show it)
         self.headers: dict[str, str] | None = dict(self.default_headers) or None
         if code is not None:
             self.code = code
@@ -82,7 +85,7 @@ class Unavailable(ServiceError):
     status, type, code = 503, "service_unavailable", "unavailable"
 
     def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 1) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code)  # no param: nothing in the request is at fault
         self.headers = {"Retry-After": str(max(1, retry_after_s))}
 
 
@@ -137,6 +140,49 @@ def engine_error_of(exc: Exception) -> Exception:
     return exc
 
 
+def http_error_of(exc: StarletteHTTPException) -> ServiceError:
+    """The service error of a framework ``HTTPException`` (no route, a body not UTF-8...)."""
+    kinds = {404: NotFound, 405: BadRequest, 413: PayloadTooLarge, 401: Unauthorized}
+    err = kinds.get(exc.status_code, BadRequest)(str(exc.detail))
+    err.status = exc.status_code
+    if exc.status_code == 405:
+        err.code = "method_not_allowed"
+    return err
+
+
+def openai_error(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """Status, body and headers of ``exc`` in the OpenAI API's own shape, ``{"error":
+    {"message", "type", "param", "code"}}``: what the OpenAI-compatible routes answer. An
+    invalid request is a 400 there (the API's status for it, which its clients raise as
+    ``BadRequestError``)."""
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        exc = BadRequest(validation_message(exc), code="invalid_request", param=param)
+    elif isinstance(exc, StarletteHTTPException):
+        exc = http_error_of(exc)
+    err = _logged(exc)
+    status = 400 if err.status == 422 else err.status
+    body = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+    return status, body, err.headers
+
+
+def openai_response(exc: Exception) -> JSONResponse:
+    status, body, headers = openai_error(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _logged(exc: Exception) -> ServiceError:
+    """The service error of ``exc``, logged when it is a bug or a failing dependency."""
+    err = service_error_of(exc)
+    if not isinstance(exc, ServiceError):
+        if type(err) is ServiceError:  # unmapped: a bug, keep the trace
+            log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        elif err.status >= 500:  # a failing dependency: its masked message, no trace
+            log.warning("%s: %s", err.code, err.message)
+    return err
+
+
 def _response(err: ServiceError) -> JSONResponse:
     return JSONResponse(
         error_body(err.type, err.message, err.code), status_code=err.status, headers=err.headers
@@ -155,13 +201,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """The one place where exceptions become HTTP responses."""
 
     async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
-        err = service_error_of(exc)
-        if not isinstance(exc, ServiceError):
-            if type(err) is ServiceError:  # unmapped: a bug, keep the trace
-                log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-            elif err.status >= 500:  # a failing dependency: its masked message, no trace
-                log.warning("%s: %s", err.code, err.message)
-        return _response(err)
+        return _response(_logged(exc))
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -169,12 +209,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        kinds = {404: NotFound, 405: BadRequest, 413: PayloadTooLarge, 401: Unauthorized}
-        err = kinds.get(exc.status_code, BadRequest)(str(exc.detail))
-        err.status = exc.status_code
-        if exc.status_code == 405:
-            err.code = "method_not_allowed"
-        return _response(err)
+        return _response(http_error_of(exc))
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

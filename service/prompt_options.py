@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 import anyio
 
 from forecast.windows import WindowConfig
-from service.engine import EngineClient
+from service.engine import EngineClient, EngineInfo
 from service.errors import InvalidRequest, Unavailable
 from service.preflight import (
     PreflightError,
@@ -110,6 +110,27 @@ class ContextCheck:
         reason = self._verdicts[window]
         if reason is not None:
             raise InvalidRequest(reason, code="prompt_too_long")
+
+    def spec_of(self, info: EngineInfo) -> EngineSettings:
+        """The settings' entry for ``info``'s base, with the tokenizer and context the engine
+        itself reports (they win: the engine may have been started with other settings)."""
+        spec = self._specs.get(info.base) or EngineSettings(base=info.base)
+        updates: dict[str, object] = {}
+        if info.tokenizer is not None:
+            updates["tokenizer"] = info.tokenizer
+        if info.max_model_len is not None:
+            updates["max_model_len"] = info.max_model_len
+        return spec.model_copy(update=updates)
+
+    async def tokenizer(self, info: EngineInfo) -> Tokenizer:
+        """The tokenizer of ``info``'s engine (loaded once, in a worker thread)."""
+        spec = self.spec_of(info)
+        name = spec.tokenizer or spec.model
+        if name not in self._tokenizers:
+            async with self._lock:
+                if name not in self._tokenizers:
+                    await anyio.to_thread.run_sync(self._tokenizer, spec)
+        return self._tokenizers[name]
 
     def _measure(self, window: WindowConfig) -> str | None:
         s = self._settings

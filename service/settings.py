@@ -131,6 +131,9 @@ class ServiceSettings(BaseSettings):
     )
     routing_salt: str = "dow30-ab"  # part of the sticky hash: change it to reshuffle clients
     shadow: str | None = None  # alias that gets a copy of traffic, answer logged only
+    # The model name OpenAI-compatible clients give for the A/B routing table (sticky by the
+    # X-Client-Key header or the body's `user`); aliases and name@version serve directly.
+    router_model: str = Field(default="dow30", min_length=1, max_length=64, pattern=r"^[^@\s]+$")
     shadow_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
     # Fold the version each adapter's own alias serves into its base's weights (base speed
     # for the dominant arm; other versions through difference LoRAs, service.fold). Off by

@@ -18,6 +18,7 @@ from service.forecast_log import ForecastLog
 from service.forecaster import Forecaster
 from service.gateway import Gateway
 from service.market_gate import MarketGate
+from service.openai_serving import OpenAIServing
 from service.readiness import Readiness
 from service.routing import Arm, Router
 from service.scoring import Scorer
@@ -41,6 +42,7 @@ class ServiceState:
     scorer: Scorer
     gateway: Gateway  # admission, adapter leases, engine errors, request counts
     forecaster: Forecaster
+    openai: OpenAIServing  # the OpenAI-compatible routes' generations
     readiness: Readiness
     now: Callable[[], dt.datetime]
     market_gate: MarketGate

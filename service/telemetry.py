@@ -27,6 +27,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 FAST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RATE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 FORECAST = ("adapter", "version", "arm")
+# Generations of the OpenAI-compatible routes: route is "openai_chat" or "openai_completions".
+GENERATION = ("route", "adapter", "version", "arm")
 # The adapter label of failed loads of a name that has no version loaded: one series for all
 # of them, whatever names an admin sends. (A real name starts with a letter or digit.)
 NEW_ADAPTER = "_new"
@@ -148,6 +150,26 @@ class Telemetry:
             "Forecasts refused (503) because their market data was not gathered in time.",
             registry=r,
         )
+        self.gen_latency = Histogram(
+            "forecast_openai_request_duration_seconds",
+            "End-to-end time of one OpenAI-compatible generation.", GENERATION,
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.gen_ttft = Histogram(
+            "forecast_openai_time_to_first_token_seconds",
+            "Submit to first generated token, OpenAI-compatible routes.", GENERATION,
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.gen_tokens = Counter(
+            "forecast_openai_generated_tokens",
+            "Tokens generated on the OpenAI-compatible routes (rate() = tokens/s).", GENERATION,
+            registry=r,
+        )
+        self.gen_decode_rate = Histogram(
+            "forecast_openai_decode_tokens_per_second",
+            "Per-request decode speed, OpenAI-compatible routes.", GENERATION,
+            buckets=RATE_BUCKETS, registry=r,
+        )
         self._alias_labels: dict[str, tuple[str, str]] = {}
         self._folded_labels: dict[str, tuple[str, str]] = {}
 
@@ -170,6 +192,18 @@ class Telemetry:
             self.probes.labels(*labels).inc()
         for source in r.freshness.stale_sources:
             self.stale.labels(source).inc()
+
+    def observe_generation(
+        self, labels: tuple[str, str, str, str], *, total_s: float, ttft_s: float | None,
+        generation_s: float | None, tokens: int,
+    ) -> None:
+        """A finished OpenAI-compatible generation under (route, adapter, version, arm)."""
+        self.gen_latency.labels(*labels).observe(total_s)
+        self.gen_tokens.labels(*labels).inc(tokens)
+        if ttft_s is not None:
+            self.gen_ttft.labels(*labels).observe(ttft_s)
+        if generation_s and tokens > 1:
+            self.gen_decode_rate.labels(*labels).observe((tokens - 1) / generation_s)
 
     def set_alias(self, alias: str, adapter: str, version: str) -> None:
         self.drop_alias(alias)

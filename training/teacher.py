@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
@@ -25,7 +25,9 @@ from forecast.prompt import SYSTEM_PROMPT, ForecastPrompt, Instruction, render_u
 
 
 class TeacherSettings(BaseSettings):
-    """``TEACHER_BASE_URL`` (e.g. ``https://host/v1``), ``TEACHER_MODEL``, ``TEACHER_API_KEY``."""
+    """``TEACHER_BASE_URL`` (the API root, as OpenAI clients take it: ``https://host/v1``),
+    ``TEACHER_MODEL``, ``TEACHER_API_KEY`` (sent as ``Authorization: Bearer``),
+    ``TEACHER_MAX_TOKENS`` (unset: the endpoint's default)."""
 
     model_config = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore", frozen=True)
 
@@ -33,6 +35,7 @@ class TeacherSettings(BaseSettings):
     model: str = "gpt-4"
     api_key: SecretStr | None = None
     temperature: float = 0.0
+    max_tokens: int | None = Field(default=None, ge=1)
     timeout_seconds: float = 120.0
     cache_dir: Path = Path("var/cache/teacher")
 
@@ -58,11 +61,15 @@ def explain_form(row: Row) -> ForecastPrompt:
 class EndpointTeacher:
     """``POST {base_url}/chat/completions`` with a disk cache keyed by the request."""
 
-    def __init__(self, client: httpx.Client, model: str, cache_dir: Path, temperature: float = 0.0):
+    def __init__(
+        self, client: httpx.Client, model: str, cache_dir: Path, temperature: float = 0.0,
+        max_tokens: int | None = None,
+    ):
         self.client = client
         self.model = model
         self.cache_dir = cache_dir
         self.temperature = temperature
+        self.max_tokens = max_tokens
 
     @classmethod
     def from_settings(
@@ -77,10 +84,10 @@ class EndpointTeacher:
             base_url=settings.base_url.rstrip("/") + "/", headers=headers,
             timeout=settings.timeout_seconds, transport=transport,
         )
-        return cls(client, settings.model, settings.cache_dir, settings.temperature)
+        return cls(client, settings.model, settings.cache_dir, settings.temperature, settings.max_tokens)
 
     def request_body(self, prompt: ForecastPrompt) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": self.model,
             "temperature": self.temperature,
             "messages": [
@@ -88,6 +95,9 @@ class EndpointTeacher:
                 {"role": "user", "content": render_user(prompt)},
             ],
         }
+        if self.max_tokens is not None:  # only when set: the cache keys of earlier runs stay
+            body["max_tokens"] = self.max_tokens
+        return body
 
     def cache_path(self, body: dict[str, Any]) -> Path:
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -101,8 +111,10 @@ class EndpointTeacher:
         try:
             response = self.client.post("chat/completions", json=body)
             response.raise_for_status()
-            text = str(response.json()["choices"][0]["message"]["content"])
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            text = response.json()["choices"][0]["message"]["content"]
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"no answer text in the response ({text!r})")
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise TeacherError(f"teacher endpoint failed for {prompt.ticker}@{prompt.as_of}: {exc}") from exc
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

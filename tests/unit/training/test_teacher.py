@@ -77,3 +77,21 @@ def test_offline_the_bundled_answers_serve() -> None:
     assert teacher.answer(prompt) == row.answer
     with pytest.raises(TeacherError):
         teacher.answer(prompt.model_copy(update={"ticker": "ZZZ"}))
+
+
+def test_max_tokens_is_sent_when_set_and_a_null_answer_is_an_error(tmp_path: Path) -> None:
+    calls: list[dict[str, object]] = []
+    capped = settings(tmp_path).model_copy(update={"max_tokens": 64})
+    teacher = EndpointTeacher.from_settings(capped, fake_endpoint(calls))
+    row = teacher_rows()[0]
+    teacher.answer(explain_form(row))
+    body = calls[0]["body"]
+    assert isinstance(body, dict) and body["max_tokens"] == 64
+    assert "max_tokens" not in EndpointTeacher.from_settings(settings(tmp_path)).request_body(explain_form(row))
+
+    def refusal(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"choices": [{"message": {"content": None}}]})
+
+    empty = EndpointTeacher.from_settings(settings(tmp_path / "other"), httpx.MockTransport(refusal))
+    with pytest.raises(TeacherError):
+        empty.answer(explain_form(row))
