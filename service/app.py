@@ -30,7 +30,17 @@ from service.openai_serving import OpenAIServing
 from service.preflight import load_tokenizer
 from service.prompt_options import ContextCheck, TokenizerFor
 from service.readiness import Readiness
-from service.routes import adapters, batch, forecast, health, openai, page, routing, scorecard, universe
+from service.routes import (
+    adapters,
+    batch,
+    forecast,
+    health,
+    openai,
+    page,
+    routing,
+    scorecard,
+    universe,
+)
 from service.routing import Router
 from service.scoring import Scorer
 from service.settings import ServiceSettings
