@@ -4,10 +4,13 @@ publication day."""
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 import pytest
 
+from forecast.bins import Bin
 from forecast.types import BasicFinancials, NewsItem
 from forecast.windows import (
     SPAM_PREFIXES,
@@ -20,6 +23,7 @@ from forecast.windows import (
     published_on,
     select_news,
     week_return,
+    weekly_labels,
 )
 
 # Real AXP items of 2023-10-20/21 (forecast/snapshot/news/AXP.jsonl).
@@ -153,3 +157,27 @@ def test_financials_published_on_the_day_count_and_a_quarter_beats_a_year() -> N
     lagged = BasicFinancials(period=dt.date(2023, 6, 30), metrics={"pe": 4})  # public 45 days on
     assert latest_financials([lagged], dt.date(2023, 8, 13), WindowConfig(quarterly_report_lag_days=44)) is not None
     assert latest_financials([lagged], dt.date(2023, 8, 13)) is None
+
+
+class _Prices:
+    """A price provider over fixed Friday closes; records the window it was asked for."""
+
+    def __init__(self, closes: pd.Series) -> None:
+        self.closes, self.asked = closes, []
+
+    def daily_bars(self, ticker: str, start: dt.date, end: dt.date) -> Any:
+        self.asked.append((start, end))
+        return SimpleNamespace(value=pd.DataFrame({"Adj Close": self.closes}))
+
+
+def test_weekly_labels_are_the_closed_weeks_inside_the_range() -> None:
+    closes = pd.Series([100.0, 102.5, 99.0], index=pd.DatetimeIndex(["2023-10-13", "2023-10-20", "2023-10-27"]))
+    market = SimpleNamespace(prices=_Prices(closes))
+    # +2.5 % (up 2-3 %), then 102.5 -> 99.0 = -3.4 % (down 3-4 %); the week of the 29th ends past the range.
+    assert weekly_labels(market, "AXP", dt.date(2023, 10, 15), dt.date(2023, 10, 29)) == [
+        (dt.date(2023, 10, 15), Bin.U3), (dt.date(2023, 10, 22), Bin.D4)]
+    # A start inside a week begins at the next Sunday; a week that ends after `end` is left out.
+    assert weekly_labels(market, "AXP", dt.date(2023, 10, 18), dt.date(2023, 10, 28)) == []
+    assert weekly_labels(market, "AXP", dt.date(2023, 10, 18), dt.date(2023, 10, 29)) == [
+        (dt.date(2023, 10, 22), Bin.D4)]
+    assert market.prices.asked[0] == (dt.date(2023, 10, 5), dt.date(2023, 10, 30))

@@ -162,3 +162,18 @@ def test_a_router_without_an_rng_still_routes_unkeyed_requests() -> None:
     r = Router(Telemetry(), salt="test")
     r.set([Arm("a", "a", 1.0), Arm("b", "b", 1.0)])
     assert {r.choose(None).arm for _ in range(64)} == {"a", "b"}  # P(one arm only) = 2**-63
+
+
+def test_the_shadow_never_copies_the_serving_alias_and_follows_its_fraction() -> None:
+    from service.errors import Unavailable
+
+    r = router({"a": 1.0, "b": 1.0})
+    r.set([Arm("a", "fingpt-llama", 1.0), Arm("b", "fingpt-deepseek", 1.0)], shadow="fingpt-llama")
+    routes = [r.choose(f"user-{i}") for i in range(200)]
+    assert {x.shadow for x in routes if x.alias == "fingpt-llama"} == {None}
+    assert {x.shadow for x in routes if x.alias == "fingpt-deepseek"} == {"fingpt-llama"}
+    r.set([Arm("b", "fingpt-deepseek", 1.0)], shadow="fingpt-llama", shadow_fraction=0.0)
+    assert {r.choose(f"user-{i}").shadow for i in range(200)} == {None}
+    with pytest.raises(Unavailable) as caught:
+        Router(Telemetry(), salt="test").choose("user-1")
+    assert caught.value.code == "no_route"
