@@ -181,3 +181,19 @@ def test_weekly_labels_are_the_closed_weeks_inside_the_range() -> None:
     assert weekly_labels(market, "AXP", dt.date(2023, 10, 18), dt.date(2023, 10, 29)) == [
         (dt.date(2023, 10, 22), Bin.D4)]
     assert market.prices.asked[0] == (dt.date(2023, 10, 5), dt.date(2023, 10, 30))
+
+
+def test_market_cap_at_the_close_or_unknown_without_a_share_count() -> None:
+    from forecast.types import CompanyProfile
+    from forecast.windows import point_in_time_profile
+
+    fields = {"ticker": "AXP", "name": "American Express Co", "industry": "Financial Services",
+              "ipo": "1977-05-18", "market_cap": 999.0, "currency": "USD", "country": "US", "exchange": "NYSE"}
+    assert point_in_time_profile(CompanyProfile(**fields, shares_outstanding=2.0), 150.0).market_cap == 300.0
+    assert point_in_time_profile(CompanyProfile(**fields, shares_outstanding=None), 150.0).market_cap is None
+
+
+def test_news_of_a_company_without_a_name_are_matched_by_ticker() -> None:
+    named = item(9, "AXP beats estimates", "Card spending rose.")
+    other = item(10, "Oil rises on supply worries", "Crude gained.")
+    assert [n.headline for n in select_news([named, other], "AXP", "", 1)] == [named.headline]
