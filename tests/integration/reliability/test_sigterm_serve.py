@@ -83,6 +83,7 @@ def test_sigterm_drains_the_real_serve_path_and_closes_the_engine(
         "FORECAST_SERVICE_WITH_FINANCIALS": "false",
         "FORECAST_SERVICE_STRUCTURED_ANSWERS": "false", "FORECAST_SERVICE_PROBE_UNPARSED": "false",
         "FORECAST_SERVICE_READY_TIMEOUT_S": "600",
+        "FORECAST_SERVICE_ENGINE_STALL_S": "3600",  # the gate holds a generation on purpose
         "FORECAST_DATA_SOURCE": "snapshot",
     }
     proc = subprocess.Popen(
