@@ -12,7 +12,7 @@ export DS_BUILD_OPS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install demo test lint unit integration slow system-deps clean
+.PHONY: install demo test lint unit integration slow mutation system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,8 +52,14 @@ integration: install system-deps
 slow: install system-deps
 	$(BIN)/pytest tests -q -m slow
 
+# Mutation testing of the core ([tool.mutmut] in pyproject.toml; summary in tests/MUTATION.md).
+# CPU-heavy (about 45 min on 2 cores); not part of `make test`.
+mutation: install
+	$(BIN)/mutmut run --max-children 1
+	$(BIN)/mutmut results
+
 test: install system-deps lint
 	$(BIN)/pytest tests -q
 
 clean:
-	rm -rf var/adapters var/runs var/db
+	rm -rf var/adapters var/runs var/db mutants

@@ -82,11 +82,13 @@ def engine_starter(settings: ServiceSettings) -> Callable[[str], Awaitable[Engin
 
 
 async def close_engines(engines: Mapping[str, EngineClient]) -> None:
-    for engine in engines.values():
+    for base, engine in engines.items():
         try:
             await engine.aclose()
         except Exception:
-            log.exception("engine shutdown failed")
+            log.exception("the %s engine failed to shut down", base)
+        else:
+            log.info("closed the %s engine", base)
 
 
 @asynccontextmanager

@@ -2,7 +2,15 @@
 
 import pytest
 
-from forecast.answer import parse_answer
+from forecast.answer import (
+    PROBE_HEADER,
+    parse_answer,
+    partial_fields,
+    probe_text,
+    read_partial,
+    sections,
+    strip_reasoning,
+)
 from forecast.bins import Bin
 from forecast.dataset import official_rows, teacher_rows
 from forecast.errors import AnswerParseError
@@ -102,3 +110,69 @@ def test_read_partial_takes_the_probe_only_when_the_text_has_no_readable_bin() -
     full = cut + "\n\n[Prediction & Analysis]:\nPrediction: Up by 1-2%\nAnalysis: fine."
     read = read_partial(full, " Down by 3-4%")  # a readable answer ignores the probe
     assert read is not None and read.prediction is Bin.U2 and read.prediction_source == "line"
+
+
+# -- cases mutation testing showed unguarded (tests/MUTATION.md) ---------------------------
+
+SECTIONS_ONLY = "[Positive Developments]:\n1. Strong quarter.\n\n[Potential Concerns]:\n1. Debt.\n\n"
+
+
+@pytest.mark.parametrize(("analysis", "expected", "text"), [
+    ("We expect the shares to RISE by more than 5% on the launch.", Bin.U5_PLUS, "Up by more than 5%"),
+    ("Guidance points to a decline of 2-3% next week.", Bin.D3, "Down by 2-3%"),
+    ("A 3-4% gain is possible early. We expect a drop of 1-2% by Friday.", Bin.D2, "Down by 1-2%"),
+    ("A drop of 1-2% is possible early. We expect a 4-5% rebound.", Bin.U5, "Up by 4-5%"),
+])
+def test_prose_reads_the_direction_and_the_last_move(analysis: str, expected: Bin, text: str) -> None:
+    parsed = parse_answer(SECTIONS_ONLY + "[Prediction & Analysis]:\n" + analysis)
+    assert (parsed.prediction, parsed.prediction_text, parsed.prediction_source) == (expected, text, "prose")
+    assert parsed.analysis == analysis and parsed.concerns == "1. Debt."
+
+
+def test_a_teacher_answer_without_a_line_takes_its_label_and_says_so() -> None:
+    parsed = parse_answer(SECTIONS_ONLY + "[Prediction & Analysis]:\nThe outlook is mixed.", label=Bin.U2)
+    assert (parsed.prediction, parsed.prediction_text, parsed.prediction_source) == (
+        Bin.U2, "Up by 1-2%", "label")
+
+
+def test_the_prediction_text_loses_its_full_stop() -> None:
+    parsed = parse_answer(ANSWER.replace("more than 5%", "more than 5%."))
+    assert parsed.prediction_text == "Down by more than 5%"
+
+
+def test_reasoning_is_dropped_without_a_trace() -> None:
+    assert strip_reasoning("<think>\nweigh the news\n</think>\n\nHello") == "Hello"
+    assert strip_reasoning("weigh the news</think>Hello") == "Hello"  # opened by the prompt
+
+
+def test_sections_are_cut_at_the_next_header_and_missing_ones_are_empty() -> None:
+    assert sections(ANSWER) == {
+        "positive": "1. Strong quarter.\n2. New product.", "concerns": "1. Debt.",
+        "pa": "Prediction: Down by more than 5%\nAnalysis: Weak guidance outweighs the rest.",
+    }
+    assert sections("[Positive Developments]:\n1. Strong quarter.") == {
+        "positive": "1. Strong quarter.", "concerns": "", "pa": ""}
+
+
+def test_the_probe_keeps_the_answer_up_to_its_prediction_section() -> None:
+    cut = "\n" + SECTIONS_ONLY + "[Prediction & Analysis]:\nPredic"
+    assert probe_text(cut) == "\n" + SECTIONS_ONLY.rstrip() + PROBE_HEADER
+
+
+def test_partial_fields_of_a_cut_off_answer() -> None:
+    with_line = SECTIONS_ONLY + "[Prediction & Analysis]:\nPrediction: Up by\nAnalysis: Because"
+    assert partial_fields(with_line) == ("1. Strong quarter.", "1. Debt.", "Up by", "Because")
+    without = SECTIONS_ONLY + "[Prediction & Analysis]:\nThe outl"
+    assert partial_fields(without) == ("1. Strong quarter.", "1. Debt.", "", "The outl")
+
+
+def test_read_partial_says_where_the_bin_came_from() -> None:
+    own_line = SECTIONS_ONLY + "[Prediction & Analysis]:\nPrediction: Up by 2-3%\nAnalysis: unfinished ["
+    from_line = read_partial(own_line.replace("[Positive Developments]", "[Positive"))
+    assert from_line is not None and from_line.prediction_source == "line"
+    assert from_line.prediction == Bin.U3 and from_line.prediction_text == "Up by 2-3%"
+    cut = SECTIONS_ONLY + "[Prediction & Analysis]:\nPredic"
+    probed = read_partial(cut, probe=" Down by 1-2%\nAnalysis: Up by 4-5%\nmore")
+    assert probed is not None and probed.prediction_source == "probe"
+    assert probed.prediction == Bin.D2 and probed.prediction_text == "Down by 1-2%"
+    assert read_partial(cut, probe=None) is None

@@ -281,6 +281,8 @@ YAHOO_CHARTS = {
     "NVDA": "yahoo_chart_NVDA_1d_2021-02-01_2022-01-31_split.json",
     "IBM": "yahoo_chart_IBM_1d_5d.json",
 }
+# A second MSFT recording, asked for by its window (period1 on or after 2026-01-01).
+MSFT_2026 = "yahoo_chart_MSFT_1d_2026-08-28_2026-09-25.json"
 
 
 def _yahoo_route(url: str) -> Route | Exception:
@@ -295,6 +297,9 @@ def _yahoo_route(url: str) -> Route | Exception:
             return (429, b"")
         if symbol == "CAT":
             return requests.ConnectionError("Connection reset by peer")
+        period1 = int(parse_qs(parsed.query).get("period1", ["0"])[0])
+        if symbol == "MSFT" and period1 >= 1767225600:
+            return (200, sample(MSFT_2026))
         if symbol in YAHOO_CHARTS:
             return (200, sample(YAHOO_CHARTS[symbol]))
         return (404, sample("yahoo_chart_unknown_symbol.json"))
@@ -360,6 +365,17 @@ def test_yahoo_dividends_each_step_adj_close(yahoo: Any) -> None:
     for ex_day, amount in [("2021-02-17", 0.56), ("2021-05-19", 0.56), ("2021-08-18", 0.56)]:
         close_before = float(bars["Close"].iloc[bars.index.get_loc(pd.Timestamp(ex_day)) - 1])
         assert _dividend_factor(bars, ex_day) == pytest.approx(1 - amount / close_before, rel=1e-4)
+
+
+def test_yahoo_window_without_events_keeps_adj_close_equal_to_close(yahoo: Any) -> None:
+    provider, _, transport = yahoo
+    bars = provider.daily_bars("MSFT", D(2026, 8, 28), D(2026, 9, 26)).value
+    assert len(bars) == 20  # 2026-09-07 (Labor Day) is not a trading day
+    assert (bars.index[0], bars.index[-1]) == (pd.Timestamp("2026-08-28"), pd.Timestamp("2026-09-25"))
+    assert pd.Timestamp("2026-09-07") not in bars.index
+    assert (bars["Adj Close"] == bars["Close"]).all()  # no dividend or split in the window
+    assert (bars["Low"] <= bars["Close"]).all() and (bars["Close"] <= bars["High"]).all()
+    assert any("/v8/finance/chart/MSFT" in url and "period1=" in url for url in transport.urls)
 
 
 def test_yahoo_split_is_already_in_close(yahoo: Any) -> None:

@@ -64,6 +64,9 @@ def settings(adapter_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Se
         with_financials=False,
         ready_probe_s=3600,
         ready_timeout_s=600,  # a loaded 2-core machine can be very slow
+        # Tests hold generations at a gate on purpose (support.gates), for as long as a swap
+        # takes on a loaded host: the stall watchdog must not call that a hung engine.
+        engine_stall_s=3600,
     )
 
 

@@ -2,10 +2,10 @@
 vLLM's own ``vllm:*`` metrics of both engines come on the same ``/metrics``.
 
 The service runs on a real socket (uvicorn) over the real engines; Prometheus (the Debian
-binary) scrapes it every second and evaluates a recording rule. The test waits, with a
-generous deadline that is never asserted on, until Prometheus's HTTP API returns
-``rate(forecast_forecasts_total[...])`` above zero for each adapter, and vLLM's generated
-tokens for each engine.
+binary) runs the shipped ``deploy/prometheus/prometheus.yml`` (only its scrape targets moved
+to this test's addresses) and the shipped ``rules.yml``. The test waits, with a generous
+deadline that is never asserted on, until Prometheus's HTTP API returns the shipped recording
+rule's samples/s above zero for each adapter, and vLLM's generated tokens for each engine.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from support.http import free_port
 
@@ -28,31 +30,31 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900
 
 DEADLINE_S = 300.0  # how long to wait for scrapes on a loaded machine; not a timing claim
 ADAPTERS = ("fingpt-llama", "fingpt-deepseek")
-RULE = "adapter:forecast_samples_per_second:rate20s"
+PROM_DIR = Path(__file__).resolve().parents[3] / "deploy" / "prometheus"
+RULE = "adapter:forecast_samples:rate1m"  # a recording rule of the shipped rules.yml
 ENGINES = {"llama", "deepseek"}
 DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dashboards" / "forecast.json"
+
+
+def shipped_config(service: str, prometheus: str) -> dict[str, Any]:
+    """``deploy/prometheus/prometheus.yml`` as shipped, with only the scrape targets moved
+    to this test's addresses (compose's ``forecast:8000`` → the service's socket, and
+    Prometheus's own ``localhost:9090`` → its port here)."""
+    config = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+    moved = {"forecast": service, "prometheus": prometheus}
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [moved[job["job_name"]]]
+    return config
 
 
 @pytest.fixture
 def prometheus(prometheus_bin: str, service_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    target = service_url.removeprefix("http://")
-    (tmp_path / "rules.yml").write_text(
-        "groups:\n"
-        "  - name: forecast\n"
-        "    interval: 1s\n"
-        "    rules:\n"
-        f"      - record: {RULE}\n"
-        "        expr: sum by (adapter, version) (rate(forecast_forecasts_total[20s]))\n"
-    )
-    (tmp_path / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "rule_files: [rules.yml]\n"
-        "scrape_configs:\n"
-        "  - job_name: forecast\n"
-        "    metrics_path: /metrics\n"
-        f"    static_configs: [{{targets: ['{target}']}}]\n"
-    )
+    config = shipped_config(service_url.removeprefix("http://"), f"127.0.0.1:{port}")
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    for rules in config["rule_files"]:  # the shipped rules, unchanged, where the config names them
+        shutil.copy(PROM_DIR / rules, tmp_path / rules)
     check = subprocess.run(
         [prometheus_bin, "--version"], capture_output=True, text=True, timeout=60
     )
@@ -108,11 +110,15 @@ async def wait_for(
 async def test_prometheus_scrapes_per_adapter_samples_per_second(
     service_url: str, prometheus: str
 ) -> None:
+    """Prometheus on the shipped configuration and rules (15 s scrapes and evaluations):
+    the service's series arrive with the shipped target labels, the shipped recording rule
+    gives each adapter's samples/s, and every shipped rule evaluates without error."""
     async with (
         httpx.AsyncClient(base_url=prometheus, timeout=30) as prom,
         httpx.AsyncClient(base_url=service_url, timeout=600) as svc,
     ):
-        await wait_for(prom, 'up{job="forecast"}', lambda v: v.get("forecast") == 1.0)
+        await wait_for(prom, 'up{job="forecast",deployment="compose"}',
+                       lambda v: v.get("forecast") == 1.0)
 
         async def round_of_forecasts() -> None:
             replies = await asyncio.gather(*(
@@ -124,7 +130,7 @@ async def test_prometheus_scrapes_per_adapter_samples_per_second(
         await round_of_forecasts()
         await wait_for(prom, "forecast_forecasts_total", lambda v: set(ADAPTERS) <= set(v))
         await round_of_forecasts()
-        expr = "sum by (adapter) (rate(forecast_forecasts_total[20s]))"
+        expr = "sum by (adapter) (rate(forecast_forecasts_total[1m]))"
         rates = await wait_for(prom, expr, lambda v: all(v.get(a, 0) > 0 for a in ADAPTERS))
         recorded = await wait_for(prom, RULE, lambda v: all(v.get(a, 0) > 0 for a in ADAPTERS))
         ttft = await query(prom, "sum by (adapter) (forecast_time_to_first_token_seconds_count)")
@@ -132,9 +138,18 @@ async def test_prometheus_scrapes_per_adapter_samples_per_second(
             prom, "sum by (engine) (vllm:generation_tokens_total)",
             lambda v: all(v.get(e, 0) > 0 for e in ENGINES), key="engine",
         )
+        groups = (await prom.get("/api/v1/rules")).json()["data"]["groups"]
+    shipped = yaml.safe_load((PROM_DIR / "rules.yml").read_text())
     assert all(rates[a] > 0 and recorded[a] > 0 for a in ADAPTERS)
     assert all(ttft.get(a, 0) >= 2 for a in ADAPTERS)
     assert set(tokens) == ENGINES
+    loaded = {g["name"]: [r["name"] for r in g["rules"]] for g in groups}
+    assert loaded == {
+        g["name"]: [r.get("record") or r["alert"] for r in g["rules"]] for g in shipped["groups"]
+    }
+    unhealthy = [(r["name"], r.get("lastError")) for g in groups for r in g["rules"]
+                 if r["health"] != "ok"]
+    assert not unhealthy
 
 
 async def test_vllm_engine_metrics_per_engine_next_to_forecast_metrics(

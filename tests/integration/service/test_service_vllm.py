@@ -1,5 +1,8 @@
 """The service on the real vLLM CPU engine: forecast, stream, batch, hot-swap while
-requests are in flight, a failed load that keeps the old version, and the A/B split."""
+requests are in flight, a failed load that keeps the old version, and the A/B split.
+
+Races are ordered by gates (``support.gates``): generations are held on the real engine after
+their first token until the test lets them go; nothing waits on the machine's speed."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support.gates import held_generations, until
 
 from forecast.answer import bin_phrases
 from service.manifest import WEIGHTS
@@ -49,10 +53,16 @@ async def test_stream_sends_tokens_then_the_result(client: httpx.AsyncClient) ->
     assert result["adapter"] == "fingpt-deepseek@v1"
 
 
-async def test_batch_runs_tickers_concurrently(client: httpx.AsyncClient) -> None:
-    r = await client.post(
-        "/v1/forecast/batch", json={"tickers": ["KO", "JPM", "ZZZZ"], "adapter": "fingpt-deepseek"}
-    )
+async def test_batch_runs_tickers_concurrently(client: httpx.AsyncClient, engines: Any) -> None:
+    """Every generation of the batch is held after its first token on the real engine until
+    both valid tickers are there at once: a batch that ran its tickers one at a time never
+    gets the second one started and fails on the bound."""
+    with held_generations(engines["deepseek"], hold=lambda lora: True) as gate:
+        pending = asyncio.create_task(client.post(
+            "/v1/forecast/batch", json={"tickers": ["KO", "JPM", "ZZZZ"], "adapter": "fingpt-deepseek"}))
+        await until(lambda: gate.held == 2, "both tickers' generations in flight together")
+        gate.release()
+        r = await pending
     body = r.json()
     assert r.status_code == 200, r.text
     assert sorted(f["ticker"] for f in body["forecasts"]) == ["JPM", "KO"]
@@ -62,24 +72,35 @@ async def test_batch_runs_tickers_concurrently(client: httpx.AsyncClient) -> Non
 async def test_hot_swap_while_requests_are_in_flight(
     client: httpx.AsyncClient, app: Any, admin: dict[str, str], engines: Any
 ) -> None:
+    """Four requests on v1 are held on the real engine after their first token while v2 is
+    loaded and promoted; a request sent after the swap is answered by v2 while they are still
+    held; released, they finish on v1, which is unloaded only then."""
     registry = app.state.service.registry
     old = registry.resolve("fingpt-llama")
-    tickers = ["V", "MMM", "HD", "CAT"]  # prompts not seen yet: no prefix-cache shortcut
-    held = [
-        asyncio.create_task(client.post("/v1/forecast", json={"ticker": t, "adapter": "fingpt-llama"}))
-        for t in tickers
-    ]
-    while old.inflight < len(tickers):
-        await asyncio.sleep(0.05)
-    swap = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
-    assert swap.status_code == 201, swap.text
-    assert old.retired and old.inflight > 0  # flipped while the old version was generating
-    after = asyncio.create_task(client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"}))
-    results = await asyncio.gather(*held, after)
+    tickers = ["V", "MMM", "HD", "CAT"]
+
+    def on_old(lora: Any) -> bool:
+        return lora is not None and lora.lora_id == old.lora.lora_id
+
+    with held_generations(engines["llama"], hold=on_old) as gate:
+        held = [
+            asyncio.create_task(client.post("/v1/forecast", json={"ticker": t, "adapter": "fingpt-llama"}))
+            for t in tickers
+        ]
+        await until(lambda: gate.held == len(tickers), "four v1 generations held")
+        swap = await client.post("/v1/adapters", json={"name": "fingpt-llama", "version": "v2"}, headers=admin)
+        assert swap.status_code == 201, swap.text
+        assert old.retired and old.inflight == len(tickers)  # flipped while v1 was generating
+        after = await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})
+        assert after.status_code == 200, after.text
+        assert after.json()["adapter"] == "fingpt-llama@v2"
+        assert not any(t.done() for t in held) and gate.held == len(tickers)
+        assert old.lora.lora_id in await engines["llama"].list_loras()  # not unloaded under them
+        gate.release()
+        results = await asyncio.gather(*held)
     await registry.wait_unloaded()
-    assert [r.status_code for r in results] == [200] * 5
-    assert {r.json()["adapter"] for r in results[:-1]} == {"fingpt-llama@v1"}
-    assert results[-1].json()["adapter"] == "fingpt-llama@v2"
+    assert [r.status_code for r in results] == [200] * len(tickers)
+    assert {r.json()["adapter"] for r in results} == {"fingpt-llama@v1"}
     assert old.lora.lora_id not in await engines["llama"].list_loras()
 
 

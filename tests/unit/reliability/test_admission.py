@@ -104,3 +104,40 @@ async def test_through_the_api_queued_forecasts_are_served_and_beyond_the_queue_
     assert shed.status_code == 503 and shed.headers["Retry-After"] == "3"
     assert error_of(shed)["code"] == "overloaded"
     assert [r.status_code for r in done] == [200] * 4 and rows == 4
+
+
+# -- cases mutation testing showed unguarded (tests/MUTATION.md) ---------------------------
+
+
+async def refused(admission: Admission) -> Unavailable:
+    """The refusal of one more forecast, within a 20 s bound (a bound, never a timing claim:
+    a refusal that waited for an hour-long queue timeout, or forever, fails on it)."""
+
+    async def ask() -> None:
+        async with admission.slot():
+            pass
+
+    task = asyncio.create_task(ask())
+    done, _ = await asyncio.wait({task}, timeout=20)
+    if not done:
+        task.cancel()
+        raise AssertionError("the forecast was neither admitted nor refused within 20 s")
+    exc = task.exception()
+    assert isinstance(exc, Unavailable), exc
+    return exc
+
+
+async def test_a_full_queue_sheds_at_once_not_after_the_queue_timeout() -> None:
+    admission = Admission(max_inflight=1, max_queued=1, queue_timeout_s=3600, retry_after_s=1)
+    release, order = asyncio.Event(), []
+    held = [asyncio.create_task(hold(admission, release, order, n)) for n in "ab"]
+    await wait_until(lambda: admission.inflight == 1 and admission.queued == 1)
+    try:
+        shed = await refused(admission)
+        assert str(shed) == "over capacity (1 forecasts in flight)"
+        assert shed.code == "overloaded" and admission.queued == 1
+    finally:
+        release.set()
+        await asyncio.gather(*held)
+    assert order == ["a", "b"] and admission.inflight == 0
+

@@ -222,3 +222,38 @@ async def test_registry_refuses_without_touching_the_engine(engines: Any, adapte
 def test_versions_sort_naturally() -> None:
     versions = ["v10", "v2", "v1", "2024-01-10", "2024-01-02"]
     assert sorted(versions, key=version_key) == ["2024-01-02", "2024-01-10", "v1", "v2", "v10"]
+
+
+# -- cases mutation testing showed unguarded (tests/MUTATION.md) ---------------------------
+
+
+async def test_the_watcher_passes_over_aliases_it_does_not_follow(
+    serve: Any, adapter_root: Path
+) -> None:
+    """Aliases in the order: one already on its newest version, one that is not the adapter's
+    own name, then the one to swap: the scan goes past the first two to reach the third."""
+    async with serve() as client:
+        registry = client.app.state.service.registry  # type: ignore[attr-defined]
+        await registry.promote("llama-stable", "fingpt-llama@v1")
+        registry.remove_alias("fingpt-llama")  # then back, after the other alias
+        await registry.promote("fingpt-llama", "fingpt-llama@v1")
+        assert list(registry.aliases) == ["fingpt-deepseek", "llama-stable", "fingpt-llama"]
+        write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
+        assert await registry.scan_once() == ["fingpt-llama@v2"]
+        assert registry.aliases["llama-stable"] == "fingpt-llama@v1"  # only its own alias follows
+
+
+async def test_promote_by_name_takes_the_newest_version_on_disk(
+    serve: Any, adapter_root: Path
+) -> None:
+    from service.errors import NotFound
+
+    write_stub_adapter(adapter_root, "fingpt-llama", "v2", "llama")
+    async with serve() as client:
+        registry = client.app.state.service.registry  # type: ignore[attr-defined]
+        await registry.load("fingpt-llama", "v2", promote=False)
+        promoted = await registry.promote("llama-canary", "fingpt-llama")
+        with pytest.raises(NotFound) as missing:
+            registry.resolve("fingpt-llama@v7")
+    assert promoted.ref == "fingpt-llama@v2"
+    assert missing.value.code == "adapter_not_loaded"

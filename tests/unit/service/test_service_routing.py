@@ -122,3 +122,58 @@ async def test_shadow_arm_is_logged_not_returned(serve: Any, admin: dict[str, st
     assert engines["deepseek"].used == ["fingpt-deepseek@v1", "fingpt-deepseek@v1"]
     assert cards["overall"]["forecasts"] == 2
     assert 'forecast_forecasts_total{adapter="fingpt-deepseek",arm="shadow",version="v1"} 2.0' in metrics
+
+
+# -- cases mutation testing showed unguarded (tests/MUTATION.md) ---------------------------
+
+
+def test_unit_hash_is_the_first_8_bytes_of_sha256_big_endian() -> None:
+    """Pinned to hashlib directly: a change would reshuffle every client across a release."""
+    import hashlib
+
+    digest = hashlib.sha256(b"dow30-ab\x00user-1").digest()
+    assert unit_hash("dow30-ab", "user-1") == int(digest[:8].hex(), 16) / 2**64
+
+
+def test_pick_edges_and_the_rounding_fallback_skip_arms_without_share() -> None:
+    from service.routing import RoutingTable, pick
+
+    table = RoutingTable((Arm("a", "a", 1.0), Arm("b", "b", 1.0), Arm("z", "z", 0.0)))
+    assert pick(table, 0.0).name == "a"
+    assert pick(table, 0.5).name == "b"  # the edge belongs to the next arm
+    assert pick(table, 1.0).name == "b"  # past every edge (float rounding): not the 0-weight arm
+
+
+def test_shadow_fraction_bounds_are_checked_where_the_table_is_set() -> None:
+    from service.errors import InvalidRequest
+
+    r = router({"a": 1.0})
+    assert r.set([Arm("a", "a", 1.0)], shadow="b", shadow_fraction=0.0).shadow_fraction == 0.0
+    assert r.set([Arm("a", "a", 1.0)], shadow="b", shadow_fraction=1.0).shadow_fraction == 1.0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(InvalidRequest, match=r"shadow_fraction must be in \[0, 1\]") as caught:
+            r.set([Arm("a", "a", 1.0)], shadow="b", shadow_fraction=bad)
+        assert caught.value.code == "invalid_routing"
+    with pytest.raises(InvalidRequest, match="arm names must be unique"):
+        r.set([Arm("a", "a", 1.0), Arm("a", "b", 1.0)])
+
+
+def test_a_router_without_an_rng_still_routes_unkeyed_requests() -> None:
+    r = Router(Telemetry(), salt="test")
+    r.set([Arm("a", "a", 1.0), Arm("b", "b", 1.0)])
+    assert {r.choose(None).arm for _ in range(64)} == {"a", "b"}  # P(one arm only) = 2**-63
+
+
+def test_the_shadow_never_copies_the_serving_alias_and_follows_its_fraction() -> None:
+    from service.errors import Unavailable
+
+    r = router({"a": 1.0, "b": 1.0})
+    r.set([Arm("a", "fingpt-llama", 1.0), Arm("b", "fingpt-deepseek", 1.0)], shadow="fingpt-llama")
+    routes = [r.choose(f"user-{i}") for i in range(200)]
+    assert {x.shadow for x in routes if x.alias == "fingpt-llama"} == {None}
+    assert {x.shadow for x in routes if x.alias == "fingpt-deepseek"} == {"fingpt-llama"}
+    r.set([Arm("b", "fingpt-deepseek", 1.0)], shadow="fingpt-llama", shadow_fraction=0.0)
+    assert {r.choose(f"user-{i}").shadow for i in range(200)} == {None}
+    with pytest.raises(Unavailable) as caught:
+        Router(Telemetry(), salt="test").choose("user-1")
+    assert caught.value.code == "no_route"
