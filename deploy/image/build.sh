@@ -64,8 +64,13 @@ else
 fi
 step "build context (checkout + carried wheels)" context
 # The PyTorch CPU index may be out of reach: the carried wheel serves torch, PyPI the rest.
+# The host's CA bundle stands in for the base's during the RUN steps only (a network that
+# re-signs TLS, as here, is trusted by the host's bundle alone); nothing of it is committed.
+CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+TRUST=()
+[ -f "$CA_BUNDLE" ] && TRUST=(--volume "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
 step "buildah build deploy/Dockerfile.cpu" "${BUILDAH[@]}" build --isolation chroot --layers=false \
-  --pull=never --format docker --build-arg TORCH_INDEX_URL=https://pypi.org/simple \
+  --pull=never --format docker --build-arg TORCH_INDEX_URL=https://pypi.org/simple "${TRUST[@]}" \
   -f deploy/Dockerfile.cpu -t "$IMAGE" "$VAR/context"
 "${BUILDAH[@]}" images "$IMAGE"
 du -sh "$VAR/storage" | sed 's/^/storage on disk (vfs): /'

@@ -31,13 +31,13 @@ prepare() {
   rootfs=$("${BUILDAH[@]}" mount "$NAME")
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
   (cd "$BUNDLE" && runc spec)
-  "${BUILDAH[@]}" inspect --type image --format '{{json .Docker.Config}}' "$IMAGE" >"$BUNDLE/image-config.json"
+  "${BUILDAH[@]}" inspect --type image "$IMAGE" >"$BUNDLE/image.json"
   python3 - "$BUNDLE" "$rootfs" "${EXTRA_ENV[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 
 bundle, rootfs, extra = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
-image = json.loads((bundle / "image-config.json").read_text())
+image = json.loads((bundle / "image.json").read_text())["OCIv1"]["config"]
 spec = json.loads((bundle / "config.json").read_text())
 env = dict(e.split("=", 1) for e in image.get("Env") or [])
 env.update(e.split("=", 1) for e in extra)
@@ -52,6 +52,9 @@ spec["process"].update(
 )
 linux = spec["linux"]
 linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"]  # host network
+for name in ("hosts", "resolv.conf"):  # as a container engine provides them (host network)
+    spec["mounts"].append({"destination": f"/etc/{name}", "type": "bind", "source": f"/etc/{name}",
+                           "options": ["rbind", "ro"]})
 for mount in spec["mounts"]:
     if mount["destination"] == "/dev/shm":  # vLLM's engine processes talk through shared memory
         mount["options"] = [o for o in mount["options"] if not o.startswith("size=")] + ["size=2g"]
