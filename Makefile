@@ -12,7 +12,7 @@ export DS_BUILD_OPS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install demo test lint unit integration slow mutation system-deps clean
+.PHONY: install demo test lint unit integration slow mutation system-deps image clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -60,6 +60,14 @@ mutation: install
 
 test: install system-deps lint
 	$(BIN)/pytest tests -q
+
+# The CPU image without a Docker daemon: debootstrap base, `buildah build` of deploy/Dockerfile.cpu,
+# run with runc and checked over HTTP from the host (deploy/image/; needs root). Not in `make test`:
+# tens of minutes. The transcript lands in var/image/transcript.txt.
+image:
+	@command -v buildah >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah runc debootstrap >/dev/null; }
+	mkdir -p var/image
+	bash -o pipefail -c '{ bash deploy/image/build.sh && bash deploy/image/run.sh; } 2>&1 | tee var/image/transcript.txt'
 
 clean:
 	rm -rf var/adapters var/runs var/db mutants

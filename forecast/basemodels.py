@@ -121,6 +121,8 @@ def materialize_tiny_model(dest: Path) -> Path:
     config.pop("quantization_config", None)
     config["_name_or_path"] = TINY_MODEL_ID
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    for path in tmp.iterdir():  # transformers writes the weights 0600: the server's user may differ
+        path.chmod(0o644)
     tmp.rename(dest)
     return dest
 

@@ -208,6 +208,16 @@ def resolve_config(value: str | Path) -> Path:
     return path if path.exists() or path.is_absolute() else CONFIG_DIR / path.name
 
 
+def resolve_preset(value: str | Path) -> Path:
+    """A preset path as given, or a shipped preset by name (``cpu_tiny`` or ``cpu_tiny.json``):
+    an installed package (the images) has no ``training/configs`` under the working directory."""
+    path = Path(value)
+    if path.exists() or path.is_absolute() or len(path.parts) > 1:
+        return path
+    shipped = CONFIG_DIR / (path.name if path.suffix == ".json" else f"{path.name}.json")
+    return shipped if shipped.exists() else path
+
+
 _SECTIONS = {"lora": LoraSettings, "data": DataSettings, "train": TrainSettings, "eval": EvalSettings}
 
 

@@ -33,7 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forecast.basemodels import BASES
-from training.config import RunSettings, require_supported_optimizer, run_from_dict
+from training.config import (
+    RunSettings,
+    require_supported_optimizer,
+    resolve_preset,
+    run_from_dict,
+)
 from training.data import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -44,7 +49,8 @@ TOKENS_PER_SAMPLE = 4096  # the "4096-token equivalent" sample of benchmarks/gpu
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="training.finetune", description=__doc__.split("\n")[0])
-    p.add_argument("--config", type=Path, help="a preset under training/configs (default: 8B recipe)")
+    p.add_argument("--config", type=resolve_preset,
+                   help="preset path or shipped name (default: 8B recipe)")
     p.add_argument("--base", choices=sorted(BASES), help="which base to train")
     p.add_argument("--model", help="'tiny', a local path or a model id (default: the base's 8B id)")
     p.add_argument("--deepspeed-config", help="override train.deepspeed_config")
@@ -114,6 +120,51 @@ def launch(config: Path | None, base: str, run_dir: Path, resume: bool = False) 
     if resume:
         cmd.append("--resume")
     subprocess.run(cmd, check=True)
+
+
+# -- the dataset, shared by the recipe and the dry run ---------------------------------------------
+def load_tokenizer(name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_split(run: RunSettings, tokenizer: Any) -> Split:
+    """The run's rows in its base's chat format, tokenized and split at the cutoff."""
+    from training.data import prepare_split
+    from training.teacher import TeacherSettings, teacher_from_settings
+
+    teacher = teacher_from_settings(TeacherSettings())
+    return prepare_split(run.data, tokenizer, run.base_model.chat_format, teacher)
+
+
+def data_summary(split: Split) -> dict[str, Any]:
+    """Which rows train and which are held back, and their tokens (the run's ``data.json``)."""
+    return {
+        "window": split.window(),
+        "train_keys": [e.key for e in split.train.examples],
+        "eval_keys": [e.key for e in split.held.examples],
+        "skipped_too_long": {"train": split.train.skipped, "eval": split.held.skipped},
+        "news_dropped": sum(e.dropped_news for e in split.train.encoded),
+        "unanswered_market_rows": split.unanswered,
+        "train_tokens": sum(len(e.input_ids) for e in split.train.encoded),
+        "answer_tokens": sum(len(e.input_ids) - e.prompt_tokens for e in split.train.encoded),
+    }
+
+
+def dry_run(run: RunSettings) -> dict[str, Any]:
+    """What a fine-tune of ``run`` checks and builds before it loads the model, and nothing
+    more: the validated settings, the deepspeed optimizer, the tokenized dataset. Nothing is
+    trained or written (except the tiny model's checkpoint, materialized once, when it stands
+    in)."""
+    if run.train.use_deepspeed:
+        require_supported_optimizer(run.train.deepspeed_config)
+    model_path = run.model_path() if run.random_init_config is None else ""
+    split = build_split(run, load_tokenizer(run.tokenizer or model_path))
+    return {"settings": run.to_dict(), "model_id": run.model_id, "data": data_summary(split)}
 
 
 # -- the recipe's Trainer: answer-only logits, step timing ------------------------------------------
@@ -223,25 +274,18 @@ class FinetuneRecipe:
     def setup(self) -> None:
         import torch
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
+        from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
         t = self.run.train
         if t.use_deepspeed:
             require_supported_optimizer(t.deepspeed_config)  # fail before loading 8B
         set_seed(t.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fmt = self.run.base_model.chat_format
         model_path = self.run.model_path() if self.run.random_init_config is None else ""
         self.tokenizer: Any = None
         if self.records is None:
-            from training.data import prepare_split
-            from training.teacher import TeacherSettings, teacher_from_settings
-
-            self.tokenizer = AutoTokenizer.from_pretrained(self.run.tokenizer or model_path)
-            if self.tokenizer.pad_token_id is None:
-                self.tokenizer.pad_token = self.tokenizer.eos_token
-            teacher = teacher_from_settings(TeacherSettings())
-            self.split: Split = prepare_split(self.run.data, self.tokenizer, fmt, teacher)
+            self.tokenizer = load_tokenizer(self.run.tokenizer or model_path)
+            self.split: Split = build_split(self.run, self.tokenizer)
         dtype = torch.bfloat16 if t.bf16 else torch.float32
         attn_impl = t.attn_implementation
         if t.packing:
@@ -351,17 +395,7 @@ class FinetuneRecipe:
             {**self.run.to_dict(), "model_id": self.run.model_id, "model_path": self.run.model_path()},
             indent=2,
         ))
-        data = {
-            "window": self.split.window(),
-            "train_keys": [e.key for e in self.split.train.examples],
-            "eval_keys": [e.key for e in self.split.held.examples],
-            "skipped_too_long": {"train": self.split.train.skipped, "eval": self.split.held.skipped},
-            "news_dropped": sum(e.dropped_news for e in self.split.train.encoded),
-            "unanswered_market_rows": self.split.unanswered,
-            "train_tokens": sum(len(e.input_ids) for e in self.split.train.encoded),
-            "answer_tokens": sum(len(e.input_ids) - e.prompt_tokens for e in self.split.train.encoded),
-            **self._packing_stats(),
-        }
+        data = {**data_summary(self.split), **self._packing_stats()}
         (self.run_dir / "data.json").write_text(json.dumps(data, indent=2))
 
     def _packing_stats(self) -> dict[str, Any]:

@@ -5,6 +5,9 @@ MSE minimum → adapter + manifest → comparison report.
     python -m training all [--config ...] [--report-dir reports/cpu]
     python -m training report var/runs/cpu/llama var/runs/cpu/deepseek --out reports/cpu
     python -m training search --trials 3
+    python -m training all --config cpu_tiny --dry-run   # validate, build the dataset: JSON
+
+``--config`` takes a path or the name of a shipped preset (``cpu_tiny``, ``gpu_8b``, ...).
 
 Each fine-tune runs in its own ``deepspeed --num_gpus 1`` process (``training.finetune.launch``;
 the module re-executes itself under the launcher); evaluation and the report run in this process.
@@ -13,15 +16,16 @@ the module re-executes itself under the launcher); evaluation and the report run
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from forecast.basemodels import BASES
-from training.config import load_run
+from training.config import CONFIG_DIR, load_run, resolve_preset
 from training.evaluate import evaluate_run
-from training.finetune import default_run_dir, launch
+from training.finetune import default_run_dir, dry_run, launch
 
-CPU_PRESET = Path(__file__).parent / "configs" / "cpu_tiny.json"
+CPU_PRESET = CONFIG_DIR / "cpu_tiny.json"
 
 
 def run_base(
@@ -65,19 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     every.add_argument("--report-dir", type=Path)
     for cmd in (one, every):
         cmd.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
-        cmd.add_argument("--config", type=Path, default=None, help="preset (default: 8B recipe)")
+        cmd.add_argument("--config", type=resolve_preset, default=None,
+                         help="preset path or shipped name (default: 8B recipe)")
         cmd.add_argument("--adapter-root", type=Path)
+        cmd.add_argument("--dry-run", action="store_true",
+                         help="validate the preset and build the dataset; print it; train nothing")
     rep = sub.add_parser("report", help="comparison report from evaluated run directories")
     rep.add_argument("run_dirs", type=Path, nargs="+")
     rep.add_argument("--out", type=Path, default=Path("reports/cpu"))
     search = sub.add_parser("search", help="Optuna search over LoRA rank/alpha, lr, epochs")
     search.add_argument("--trials", type=int, default=3)
-    search.add_argument("--config", type=Path, default=None)
+    search.add_argument("--config", type=resolve_preset, default=None)
     search.add_argument("--storage", type=Path, default=None)
     search.add_argument("--study", default=None)
     args = p.parse_args(argv)
 
-    if args.command == "one":
+    if args.command in ("one", "all", "both") and args.dry_run:
+        bases = [args.base] if args.command == "one" else list(BASES)
+        plans = {base: dry_run(load_run(args.config, base=base)) for base in bases}
+        print(json.dumps(plans))  # one line, the last: libraries log to stdout before it
+    elif args.command == "one":
         report = run_base(args.config, args.base, adapter_root=args.adapter_root, resume=args.resume)
         print(f"{args.base}: kept {report['best_checkpoint']} → {report['adapter_dir']}")
     elif args.command in ("all", "both"):

@@ -144,3 +144,14 @@ def test_invalid_settings_are_rejected(raw: dict[str, Any]) -> None:
 def test_settings_round_trip_through_json() -> None:
     run = load_run(CONFIG_DIR / "cpu_tiny.json", base="deepseek")
     assert run_from_dict(json.loads(json.dumps(run.to_dict()))) == run
+
+
+def test_a_preset_is_found_by_its_shipped_name_or_its_path(tmp_path: Path) -> None:
+    from training.config import resolve_preset
+
+    assert resolve_preset("cpu_tiny") == CONFIG_DIR / "cpu_tiny.json"
+    assert resolve_preset("cpu_tiny.json") == CONFIG_DIR / "cpu_tiny.json"
+    own = tmp_path / "cpu_tiny.json"
+    own.write_text("{}")
+    assert resolve_preset(own) == own  # a path that exists wins over the shipped name
+    assert resolve_preset("no_such_preset") == Path("no_such_preset")  # fails loudly when read
