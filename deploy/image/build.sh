@@ -20,7 +20,7 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_PACKAGES=python3,python3-venv,python3-pip,python-is-python3,passwd,ca-certificates,libgomp1,libnuma1
 
 unmount_under() {  # debootstrap mounts /proc (and more) inside; never delete through a mount
-  findmnt -rno TARGET | grep -F "$1/" | sort -r | while read -r m; do umount -l "$m"; done
+  { findmnt -rno TARGET | grep -F "$1/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
 }
 
 base_rootfs() {
