@@ -29,6 +29,7 @@ from service.adapters import AdapterRegistry, LoadedAdapter
 from service.engine import EngineClient, EngineInfo, GenerationParams
 from service.errors import BadRequest, NotFound
 from service.gateway import NO_ADAPTER, Gateway
+from service.generation import Answer
 from service.openai_schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -158,24 +159,19 @@ class OpenAIServing:
             prepared = await self._prepare(request, engine.info)
             request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
             yield Head(request_id, self._epoch(), request.model, adapter.ref)
-            first: float | None = None
-            tokens, finish = 0, None
-            chunks = engine.generate(prepared.prompt, prepared.params, adapter.lora, request_id)
-            async for chunk in self._watch.chunks(adapter.base, chunks):
-                if first is None and (chunk.delta or chunk.tokens):
-                    first = time.perf_counter()
-                tokens, finish = chunk.tokens, chunk.finish_reason or finish
-                if chunk.delta:
-                    yield chunk.delta
-            ended = time.perf_counter()
+            answer = Answer(submitted=started)  # TTFT counted from arrival, admission included
+            chunks = engine.generate(prepared.prompt, prepared.params, adapter.engine_lora, request_id)
+            async for delta in answer.collect(self._watch.chunks(adapter.base, chunks)):
+                yield delta
             self._telemetry.observe_generation(
-                (label, adapter.name, adapter.version, route.arm), total_s=ended - started,
-                ttft_s=None if first is None else first - started,
-                generation_s=None if first is None else ended - first, tokens=tokens,
+                (label, adapter.name, adapter.version, route.arm),
+                total_s=time.perf_counter() - started, ttft_s=answer.ttft_s,
+                generation_s=answer.generation_s, tokens=answer.tokens,
             )
+            finish = answer.finish_reason
             if finish not in ("stop", "length"):
-                finish = "length" if tokens >= prepared.params.max_tokens else "stop"
-            yield Done(finish, usage(prepared.prompt_tokens, tokens))
+                finish = "length" if answer.tokens >= prepared.params.max_tokens else "stop"
+            yield Done(finish, usage(prepared.prompt_tokens, answer.tokens))
 
     async def _prepare(self, request: GenerationRequest, info: EngineInfo) -> Prepared:
         """The prompt text, its tokens and the sampling parameters; 400 when the prompt and

@@ -68,8 +68,11 @@ async def test_promoted_version_runs_without_lora_and_others_through_their_diffe
             torch.testing.assert_close(d.delta(module), want)
         await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama"})
         await client.post("/v1/forecast", json={"ticker": "KO", "adapter": "fingpt-llama@v2"})
+        for model in ("fingpt-llama", "fingpt-llama@v2"):  # the OpenAI routes the same way
+            r = await client.post("/v1/completions", json={"model": model, "prompt": "KO", "max_tokens": 4})
+            assert r.status_code == 200, r.text
         metrics = (await client.get("/metrics")).text
-    assert llama.used[-2:] == [None, difference.name]
+    assert llama.used[-4:] == [None, difference.name, None, difference.name]
     assert 'forecast_adapter_folded{adapter="fingpt-llama",base="llama",version="v1"} 1.0' in metrics
     assert 'forecast_adapter_folded{adapter="fingpt-deepseek",base="deepseek",version="v1"} 1.0' in metrics
 
