@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,11 +56,11 @@ BENCH_SHIM = (
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    import uvicorn
 
     from forecast.providers.snapshot import SNAPSHOT_LATEST, SnapshotMarketData
     from forecast.settings import DataSettings
     from service.bootstrap import prepare_settings, running
+    from service.main import serving
     from service.settings import EngineSettings, ServiceSettings
 
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
@@ -78,33 +77,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     settings = prepare_settings(settings, DataSettings(), demo_adapters=True)
     market = SnapshotMarketData()
-    async with running(settings, market) as app:
+    async with running(settings, market) as app, serving(app) as url:
         engine = app.state.service.engines["llama"]
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.05)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         loadgens: list[dict[str, Any]] = []
         benches: list[dict[str, Any]] = []
         dataset: dict[str, Any] = {}
-        try:
-            await warm_up(url)
-            with tempfile.TemporaryDirectory() as tmp:
-                for round_ in range(args.rounds):  # ABBA: each tool first once
-                    for tool in ("loadgen", "bench") if round_ % 2 == 0 else ("bench", "loadgen"):
-                        await engine.reset_prefix_cache()
-                        if tool == "loadgen":
-                            loadgens.append(await loadgen_run(url, args, Path(tmp)))
-                            if not dataset:  # the first forecasts' prompts, for every bench run
-                                dataset = write_dataset(Path(tmp), loadgens[0]["samples"], settings, market)
-                        else:
-                            benches.append(await vllm_bench(url, args, dataset, Path(tmp)))
-        finally:
-            server.should_exit = True
-            await serving
+        await warm_up(url)
+        with tempfile.TemporaryDirectory() as tmp:
+            for round_ in range(args.rounds):  # ABBA: each tool first once
+                for tool in ("loadgen", "bench") if round_ % 2 == 0 else ("bench", "loadgen"):
+                    await engine.reset_prefix_cache()
+                    if tool == "loadgen":
+                        loadgens.append(await loadgen_run(url, args, Path(tmp)))
+                        if not dataset:  # the first forecasts' prompts, for every bench run
+                            dataset = write_dataset(Path(tmp), loadgens[0]["samples"], settings, market)
+                    else:
+                        benches.append(await vllm_bench(url, args, dataset, Path(tmp)))
     tickers = [[s["ticker"] for s in sorted(lg.pop("samples"), key=lambda s: s["start_s"])] for lg in loadgens]
     rounds = [side_by_side(lg, b) for lg, b in zip(loadgens, benches, strict=True)]
     return {

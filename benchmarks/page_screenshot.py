@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import machine, write_result  # noqa: E402
 from forecast.settings import DataSettings, market_data_from_settings  # noqa: E402
 from service.bootstrap import prepare_settings, running  # noqa: E402
-from service.main import Server  # noqa: E402
+from service.main import serving  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
 DOCS = ROOT / "docs"
@@ -143,22 +142,10 @@ async def run(args: argparse.Namespace) -> None:
     settings = prepare_settings(settings, data, demo_adapters=False)  # the release adapters
     settings = settings.model_copy(update={"admin_token": SecretStr(token)})
     print(f"adapters {settings.preload}; starting the engines ...")
-    async with running(settings, market_data_from_settings(data)) as app:
-        config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off")
-        server = Server(config)
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            if serving.done():
-                serving.result()
-            await asyncio.sleep(0.1)
-        url = f"http://127.0.0.1:{args.port}"
-        try:
-            history = await scored_history(url, token, args.scored_week)
-            print(f"scored history: {history}")
-            shown = await asyncio.to_thread(shoot, url, args)
-        finally:
-            server.should_exit = True
-            await serving
+    async with running(settings, market_data_from_settings(data)) as app, serving(app, port=args.port) as url:
+        history = await scored_history(url, token, args.scored_week)
+        print(f"scored history: {history}")
+        shown = await asyncio.to_thread(shoot, url, args)
     shutil.rmtree(work, ignore_errors=True)
     path = write_result("page_screenshot", {
         "what": "the page on the release adapters (tiny model, vLLM CPU), screenshots in docs/",

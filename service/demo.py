@@ -25,14 +25,13 @@ from collections import Counter
 from typing import Any
 
 import httpx
-import uvicorn
 from pydantic import SecretStr
 
 from forecast.settings import DataSettings, market_data_from_settings
 from service.bootstrap import prepare_settings, running
 from service.demo_adapters import release_version
 from service.engine import resolve_model_id
-from service.main import Server
+from service.main import serving
 from service.manifest import versions_on_disk
 from service.settings import ServiceSettings
 
@@ -148,21 +147,8 @@ async def run(args: argparse.Namespace) -> None:
     preload, swaps = release_first(settings)
     settings = settings.model_copy(update={"admin_token": SecretStr(token), "preload": preload})
     print(f"adapters: {settings.preload} from {settings.adapter_root}; starting the engines ...")
-    async with running(settings, market_data_from_settings(data)) as app:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off"
-        )
-        server = Server(config)
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            if serving.done():
-                serving.result()
-            await asyncio.sleep(0.1)
-        try:
-            await walkthrough(f"http://127.0.0.1:{args.port}", token, args.ticker, args.ab_requests, swaps)
-        finally:
-            server.should_exit = True
-            await serving
+    async with running(settings, market_data_from_settings(data)) as app, serving(app, port=args.port) as url:
+        await walkthrough(url, token, args.ticker, args.ab_requests, swaps)
 
 
 def main(argv: list[str] | None = None) -> None:

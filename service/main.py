@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from forecast.providers.base import MarketData
 from forecast.providers.snapshot import SNAPSHOT_LATEST
@@ -36,7 +38,7 @@ from service.settings import ServiceSettings
 
 __all__ = [
     "SNAPSHOT_LATEST", "Server", "VLLMEngine", "close_engines", "engine_starter", "main",
-    "prepare_settings", "serve", "start_engines",
+    "prepare_settings", "serve", "serving", "start_engines",
 ]
 
 log = logging.getLogger("service")
@@ -55,6 +57,28 @@ class Server(uvicorn.Server):
             finally:
                 self.stopped_by = list(self._captured_signals)
                 self._captured_signals.clear()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """``app`` (already started: ``running()`` owns its lifespan) served by uvicorn in this
+    event loop on ``host:port`` (0: a free port) until the block ends; yields its base URL.
+    For the demo, the benchmarks and the tests that drive a started app over real HTTP."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises why it could not start
+            await asyncio.sleep(0.05)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
 
 
 async def serve(settings: ServiceSettings, market: MarketData) -> None:

@@ -7,7 +7,6 @@ them through one app, in one session-scoped event loop (``loop_scope="session"``
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 from collections.abc import AsyncIterator
@@ -17,14 +16,13 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from support.engines import tiny_engines
-from support.http import free_port
 
 from forecast.basemodels import BASES
 from forecast.providers.snapshot import SnapshotMarketData
 from service.bootstrap import running
 from service.engine import EngineClient
+from service.main import serving
 from service.settings import ServiceSettings
 from service.testing import write_peft_adapter
 
@@ -91,14 +89,5 @@ def admin() -> dict[str, str]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def service_url(app: Any) -> AsyncIterator[str]:
     """The shared app on a real loopback socket (uvicorn in the session's loop)."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serving(app) as url:
+        yield url

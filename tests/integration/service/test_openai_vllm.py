@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from support.ci import require_module
 
 from forecast.dataset import teacher_rows
 from forecast.prompt import SYSTEM_PROMPT, render_user
 from forecast.templates import ChatFormat, render_messages
+from service.main import serving
 
 openai = require_module("openai", "pip install 'dow30-forecaster[dev]'")
 
@@ -32,20 +31,8 @@ MESSAGES = [{"role": "system", "content": "Answer in one word."}, {"role": "user
 async def base_url(app: Any) -> AsyncIterator[str]:
     """The session app on a loopback port, served from the session loop (lifespan: the app's
     own, already running)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()  # raises why it could not start
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serving(app) as url:
+        yield url
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
