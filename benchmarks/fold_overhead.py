@@ -15,8 +15,10 @@ length (``ignore_eos``), prefix cache cleared before each batch:
 
 Rounds alternate the order of the two weight states. Ratios are medians over rounds of output
 tokens/s, each pair measured in the same round. Then a promote of v3 under N-concurrent load
-(the largest N): its wall time, the longest a request waited at the fold gate, failed requests,
-and the weights after demote compared bit for bit with the pristine ones.
+(the largest N): its wall time (until the alias serves v3, exactly, through its difference
+LoRA), the time until the weights hold v3 (the fold task's prepare / differences / drain / fold
+phases), the longest a request waited at the fold gate, failed requests, and the weights after
+demote compared bit for bit with the pristine ones.
 
 Writes benchmarks/results/fold_cpu.json (``benchmarks/gpu/fold_throughput.py`` runs the same
 code on the 8B shape on a GPU).
@@ -132,6 +134,7 @@ class Bench:
         started = time.perf_counter()
         if folded:
             await self.registry.promote(NAME, f"{NAME}@v1")
+            await self.registry.settled()
         else:
             await self.registry.unfold("llama")
         v1 = self.registry.resolve(f"{NAME}@v1")
@@ -139,7 +142,7 @@ class Bench:
         return time.perf_counter() - started
 
 
-async def measure(bench: Bench, prompts: dict[int, list[list[int]]], rounds: int,
+async def measure_modes(bench: Bench, prompts: dict[int, list[list[int]]], rounds: int,
                   log: Callable[[str], None]) -> dict[str, Any]:
     """Every mode at every concurrency, ``rounds`` times, weight states alternating."""
     runs: dict[str, dict[int, list[dict[str, float]]]] = {m: {c: [] for c in prompts} for m in MODES}
@@ -206,7 +209,11 @@ async def promote_under_load(bench: Bench, prompts: list[list[int]], version: st
     except Exception as exc:
         promote_error = f"{type(exc).__name__}: {exc}"[:500]
     promote_s = time.perf_counter() - asked
-    log(f"promote of {NAME}@{version} under {len(prompts)}-concurrent load: {promote_s:.2f} s ({promote_error})")
+    await registry.settled()  # the fold task: prepare, differences, drain, fold
+    folded_s = time.perf_counter() - asked
+    fold = registry.fold_of("llama")
+    log(f"promote of {NAME}@{version} under {len(prompts)}-concurrent load: {promote_s:.2f} s "
+        f"({promote_error}); folded after {folded_s:.2f} s: {fold.phases}")
     await asyncio.sleep(after_s)
     stop.set()
     await asyncio.gather(*clients)
@@ -215,6 +222,8 @@ async def promote_under_load(bench: Bench, prompts: list[list[int]], version: st
     folded = registry.folded("llama")
     return {
         "concurrency": len(prompts), "promote_wall_s": promote_s, "promote_error": promote_error,
+        "folded_after_s": folded_s, "fold_phases_s": dict(fold.phases),
+        "fold_error": repr(fold.error) if fold.error is not None else None,
         "promote_started_s": started, "failed_requests": len(failures), "failures": failures[:5],
         "completed_requests": len(done),
         "max_gate_wait_s": max((d["gate_wait_s"] for d in done), default=0.0),
@@ -228,7 +237,7 @@ async def promote_under_load(bench: Bench, prompts: list[list[int]], version: st
 async def run(settings: EngineSettings, prompts: dict[int, list[list[int]]], *, model_dir: Path, work: Path,
               targets: list[str], rounds: int, max_tokens: int, load_warm_s: float, load_after_s: float,
               checksum: bool, log: Callable[[str], None], dump: Callable[[dict[str, Any]], None],
-              adapter_std: float = 0.02) -> dict[str, Any]:
+              adapter_std: float = 0.02, measure: bool = True) -> dict[str, Any]:
     """The whole benchmark; ``dump`` gets the partial result after each phase."""
     import shutil
 
@@ -248,11 +257,14 @@ async def run(settings: EngineSettings, prompts: dict[int, list[list[int]]], *, 
         pristine = await engine.weights_checksum() if checksum else None
         t = time.perf_counter()
         await registry.load(NAME, "v1")
+        await registry.settled()
         result["first_fold_s"] = time.perf_counter() - t  # load + host copies + fold, nothing running
         await registry.load(NAME, "v2", promote=False)
-        result["measure"] = await measure(bench, prompts, rounds, log)
-        dump(result)
+        if measure:
+            result["measure"] = await measure_modes(bench, prompts, rounds, log)
+            dump(result)
         await registry.promote(NAME, f"{NAME}@v1")
+        await registry.settled()
         result["promote_under_load"] = await promote_under_load(
             bench, prompts[max(prompts)], "v3", load_warm_s, load_after_s, log)
         dump(result)
@@ -318,7 +330,7 @@ def main() -> None:
                     targets=ALL_LINEAR if args.all_linear else ATTENTION, rounds=args.rounds,
                     max_tokens=args.max_tokens, load_warm_s=20.0, load_after_s=20.0, checksum=True,
                     log=lambda s: print(s, flush=True), dump=dump))
-    print(json.dumps(payload["result"]["measure"]["summary"], indent=2))
+    print(json.dumps(payload["result"].get("measure", {}).get("summary"), indent=2))
     print(json.dumps({k: v for k, v in payload["result"]["promote_under_load"].items() if k != "failures"}, indent=2))
 
 

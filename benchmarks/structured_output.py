@@ -17,6 +17,11 @@ the 8B bases (``--model`` takes another); ``--shape 8b`` builds each base's 8B s
 ``load_format="dummy"``) and a random rank-8 LoRA of that shape. Random weights write random
 text: the ratio per token is the constraint's cost, the answers themselves mean nothing. Writes
 ``benchmarks/results/<--name>.json``.
+
+``--mask-fill-threads N`` sets the engine's mask-fill threads (``service.mask_fill``; 0: vLLM's
+own serial fill below 128 requests); ``--uncounted`` adds a reference mode, the same expression
+with its counted repeats made uncounted (what the mask costs without counting; its answers are
+not bounded, the product does not serve it).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -131,7 +137,7 @@ async def bench_base(base: str, args: argparse.Namespace, model: str, adapter: P
     spec = EngineSettings(
         base=base, model=model, dtype=args.dtype, enforce_eager=args.eager, max_model_len=args.max_model_len,
         max_num_seqs=max(args.n, 1), max_loras=1, max_lora_rank=8, structured_output_backend=args.backend,
-        **extra,
+        mask_fill_threads=args.mask_fill_threads, **extra,
     )
     engine = VLLMEngine.start(spec)
     try:
@@ -145,6 +151,8 @@ async def bench_base(base: str, args: argparse.Namespace, model: str, adapter: P
                 max_tokens=args.max_tokens, stop=eos, regex=answer_regex(fmt, LIMITS.fitting(args.max_tokens, fmt))
             ),
         }
+        if args.uncounted:
+            modes["uncounted"] = GenerationParams(max_tokens=args.max_tokens, stop=eos, regex=uncounted(modes["structured"].regex))
         warmup = {}
         for mode, params in modes.items():  # first use of the expression compiles it
             t = time.perf_counter()
@@ -156,14 +164,19 @@ async def bench_base(base: str, args: argparse.Namespace, model: str, adapter: P
                 rounds[mode].append(await round_of(engine, batch, params, lora, f"{mode}-{r}"))
                 print(base, mode, r, rounds[mode][-1], flush=True)
         free, structured = summary(rounds["free"]), summary(rounds["structured"])
-        return {
+        out = {
             "chat_format": fmt.value, "limits": vars(LIMITS.fitting(args.max_tokens, fmt)),
+            "mask_fill_threads": args.mask_fill_threads,
             "warmup_request_s": warmup, "rounds": rounds, "free": free, "structured": structured,
             "structured_vs_free": {
                 "tokens_per_s": round(structured["tokens_per_s"] / free["tokens_per_s"], 3),
                 "forecasts_per_s": round(structured["forecasts_per_s"] / free["forecasts_per_s"], 3),
             },
         }
+        if "uncounted" in rounds:
+            out["uncounted"] = un = summary(rounds["uncounted"])
+            out["uncounted_vs_free"] = {"tokens_per_s": round(un["tokens_per_s"] / free["tokens_per_s"], 3)}
+        return out
     finally:
         await engine.aclose()
 
@@ -177,6 +190,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model or described[args.shape], "n": args.n,
         "max_tokens": args.max_tokens, "rounds": args.rounds, "dtype": args.dtype, "adapter": "random rank-8 LoRA",
         "backend": f"vLLM structured output, regex, backend {args.backend}",
+        "mask_fill_threads": args.mask_fill_threads,
         "vllm": vllm_version(),
         "command": "python benchmarks/structured_output.py " + " ".join(sys.argv[1:]),
     }, "bases": {}}
@@ -184,6 +198,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         out["bases"][base] = await bench_base(base, args, model, adapter)
         write_result(args.name, out)  # each base as it completes: a cut-off run keeps what it measured
     return out
+
+
+def uncounted(regex: str | None) -> str:
+    """The expression with every counted repeat ``{0,n}`` / ``{1,n}`` made ``*`` / ``+``."""
+    assert regex is not None
+    return re.sub(r"\{1,\d+\}", "+", re.sub(r"\{0,\d+\}", "*", regex))
 
 
 def vllm_version() -> str:
@@ -208,6 +228,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "var" / "bench")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--backend", choices=["auto", "xgrammar", "guidance"], default="auto")
+    p.add_argument("--mask-fill-threads", type=int, default=None, help="default: the engine's (half the cores, <= 8)")
+    p.add_argument("--uncounted", action="store_true", help="also the expression without counted repeats")
     args = p.parse_args()
     if args.shape == "8b":
         args.eager = False if args.eager is True and "--eager" not in sys.argv else args.eager

@@ -111,6 +111,7 @@ class AdapterVersion(_Model):
     loaded: bool = True
     retiring: bool = False
     inflight: int = 0
+    served_as: str = "lora"  # "folded" (in the base's weights), "difference" or "lora"
     path: str | None = None  # relative to the adapter root
     aliases: list[str] = Field(default_factory=list)
     metrics: dict[str, Any] = Field(default_factory=dict)

@@ -13,13 +13,10 @@ one out unloads it from the engine.
 Folding (``fold_dir`` set; :mod:`service.fold` says why): the version an adapter's own alias
 (the alias named after it) is promoted to is added into its base's weights, and its requests
 go to the engine with no LoRA; every other version of that base is served through its
-difference LoRA against the folded one (``LoadedAdapter.engine_lora``). A promote prepares the
-new state first (the new fold checked and its weights copied, the difference LoRAs written and
-loaded), then closes the base's gate (new requests wait in :meth:`AdapterRegistry.acquire`,
-none fails), waits for the base's in-flight requests to finish, folds, switches every
-version's engine LoRA and the alias in one step, and opens the gate. A request thus runs
-entirely under one fold and the LoRAs that match it. A failed fold leaves the engine on its
-previous fold and the registry as it was (the new version stays loaded, not promoted).
+difference LoRA against the folded one (``LoadedAdapter.engine_lora``). A promote flips the
+alias at once (the new version served exactly through its LoRA against the current fold) and
+leaves moving the weights to the base's fold task (:mod:`service.folding`): the promote does
+not wait for the base's in-flight requests, and a failed fold changes nothing that is served.
 """
 
 from __future__ import annotations
@@ -35,16 +32,11 @@ from pathlib import Path
 
 from service.engine import EngineClient, EngineDead, LoraLoadError, LoraRef
 from service.errors import AdapterError, Conflict, NotFound, Unavailable
-from service.folding import (
-    BaseFold,
-    check_difference_rank,
-    drop_difference,
-    fold_call,
-    load_difference,
-)
+from service.folding import BaseFold, Folds
 from service.manifest import (
     AdapterManifest,
     adapter_dir,
+    check_fits_engine,
     check_segment,
     names_on_disk,
     read_manifest,
@@ -77,6 +69,10 @@ class LoadedAdapter:
     def base(self) -> str:
         return self.manifest.served_base
 
+    @property
+    def rank(self) -> int:
+        return self.manifest.lora.r
+
 
 @dataclass
 class _NameLock:
@@ -105,9 +101,10 @@ class AdapterRegistry:
         self._aliases: dict[str, str] = {}
         self._unloads: set[asyncio.Task[None]] = set()
         self._watch_failed: set[str] = set()
-        self._fold_dir = fold_dir  # None: folding off
-        self._fold_drain_timeout_s = fold_drain_timeout_s
-        self._folds: dict[str, BaseFold[LoadedAdapter]] = {}
+        self._folds = Folds[LoadedAdapter](
+            fold_dir, engines, telemetry, self._ids,
+            lambda base: [a for a in self._versions.values() if a.base == base], fold_drain_timeout_s,
+        )
 
     # -- reading --------------------------------------------------------------------------
 
@@ -145,11 +142,11 @@ class AdapterRegistry:
         """Hold the version serving ``target`` for one request; it is not unloaded, nor its
         base's fold changed, meanwhile. Waits while its base's weights are being folded."""
         adapter = self.resolve(target)
-        while not (gate := self._fold_of(adapter.base).open).is_set():
+        while not (gate := self._folds.of(adapter.base).open).is_set():
             await gate.wait()
             adapter = self.resolve(target)
         # resolve and count with no await in between
-        fold = self._fold_of(adapter.base)
+        fold = self._folds.of(adapter.base)
         fold.inflight += 1
         fold.idle.clear()
         adapter.inflight += 1
@@ -227,7 +224,7 @@ class AdapterRegistry:
         adapter = LoadedAdapter(name, version, manifest, lora, loaded_at=self._clock(), engine_lora=lora)
         adapter.drained.set()
         try:
-            await self._difference_if_folded(engine, adapter)
+            await self._folds.serve_loaded(engine, adapter)
         except Exception:
             await engine.remove_lora(lora.lora_id)
             raise
@@ -243,24 +240,7 @@ class AdapterRegistry:
                 f"{ref} is for base {manifest.served_base!r}, which no engine serves",
                 code="base_mismatch",
             )
-        info = engine.info
-        if manifest.base_model != info.model_id:
-            raise AdapterError(
-                f"{ref} was trained on {manifest.base_model!r}; the {info.base} engine runs "
-                f"{info.model_id!r}",
-                code="base_mismatch",
-            )
-        if manifest.chat_format != info.chat_format:
-            raise AdapterError(
-                f"{ref} expects chat format {manifest.chat_format}; the {info.base} engine "
-                f"renders {info.chat_format}",
-                code="chat_format_mismatch",
-            )
-        if manifest.lora.r > info.max_lora_rank:
-            raise AdapterError(
-                f"{ref} has LoRA rank {manifest.lora.r} > engine max_lora_rank {info.max_lora_rank}",
-                code="rank_too_large",
-            )
+        check_fits_engine(manifest, ref, engine.info)
         return engine
 
     async def promote(self, alias: str, ref: str) -> LoadedAdapter:
@@ -278,13 +258,11 @@ class AdapterRegistry:
         return adapter
 
     async def _promote_locked(self, alias: str, adapter: LoadedAdapter) -> None:
-        """Point ``alias`` at ``adapter``; the adapter's own alias also moves the fold."""
-        if self._fold_dir is None or alias != adapter.name:
-            self._flip(alias, adapter)
-            return
-        fold = self._fold_of(adapter.base)
-        async with fold.lock:
-            await self._refold(adapter.base, adapter, lambda: self._flip(alias, adapter))
+        """Point ``alias`` at ``adapter``; the adapter's own alias also moves the fold (in the
+        background: the flip does not wait for it)."""
+        if self._folds.on and alias == adapter.name:
+            self._folds.want(adapter.base, adapter)  # before the flip: the old version's unload sees it
+        self._flip(alias, adapter)
 
     def _flip(self, alias: str, adapter: LoadedAdapter) -> None:
         old_ref = self._aliases.get(alias)
@@ -320,6 +298,9 @@ class AdapterRegistry:
         if ref is None:
             raise NotFound(f"no alias {alias!r}", code="alias_not_found")
         self._telemetry.drop_alias(alias)
+        version = self._versions.get(ref)
+        if version is not None and alias == version.name and self._folds.on:
+            self._folds.drop_target(version.base, version)
         self._retire_if_unused(ref)
 
     def _schedule_unload(self, adapter: LoadedAdapter) -> None:
@@ -331,21 +312,16 @@ class AdapterRegistry:
         async with self._locked(adapter.name):
             if not adapter.retired or adapter.inflight or self._versions.get(adapter.ref) is not adapter:
                 return  # re-promoted, re-acquired or already gone meanwhile
-            fold = self._fold_of(adapter.base)
-            if fold.folded is adapter:
-                async with fold.lock:
-                    if fold.folded is adapter:  # no alias serves it any more: back to the base
-                        try:
-                            await self._refold(adapter.base, None)
-                        except Exception:
-                            log.exception("un-folding %s failed; it stays folded", adapter.ref)
-                            adapter.retired = False
-                            return
+            if self._folds.folded(adapter.base) is adapter:  # its fold task moves the weights off it
+                self._folds.drop_target(adapter.base, adapter)
+                await self._folds.settle(adapter.base)
+                if self._folds.folded(adapter.base) is adapter:
+                    log.error("%s stays loaded: it is still folded into %s's weights", adapter.ref, adapter.base)
+                    adapter.retired = False
+                    return
             del self._versions[adapter.ref]
             self._telemetry.forget_version(adapter.name, adapter.version, adapter.base)
-            difference = fold.differences.pop(adapter.ref, None)
-            if difference is not None:
-                await drop_difference(self._engines[adapter.base], difference)
+            await self._folds.forget(adapter)
             try:
                 await self._engines[adapter.base].remove_lora(adapter.lora.lora_id)
                 log.info("unloaded adapter %s (LoRA id %d)", adapter.ref, adapter.lora.lora_id)
@@ -358,9 +334,7 @@ class AdapterRegistry:
         the old engine and are dropped; so is a version that no longer loads, with its aliases
         (requests for them then get 404, not a dead adapter). Returns the refs reloaded."""
         reloaded = []
-        fold = self._fold_of(base)
-        refold, fold.folded, fold.differences = fold.folded, None, {}  # the new engine is pristine
-        self._telemetry.set_folded(base, None)
+        refold = self._folds.reset(base)  # the new engine is pristine
         for adapter in [a for a in self.loaded() if a.base == base]:
             async with self._locked(adapter.name):
                 if self._versions.get(adapter.ref) is not adapter:
@@ -378,11 +352,10 @@ class AdapterRegistry:
                 adapter.lora = adapter.engine_lora = lora
                 reloaded.append(adapter.ref)
         if refold is not None and self._versions.get(refold.ref) is refold:
-            async with fold.lock:
-                try:
-                    await self._refold(base, refold, engine=engine)  # not installed yet
-                except Exception as exc:
-                    log.error("re-folding %s on the new %s engine failed: %s", refold.ref, base, exc)
+            try:
+                await self._folds.refold(base, refold, engine=engine)  # not installed yet
+            except Exception as exc:
+                log.error("re-folding %s on the new %s engine failed: %s", refold.ref, base, exc)
         return reloaded
 
     def _drop(self, adapter: LoadedAdapter) -> None:
@@ -394,92 +367,21 @@ class AdapterRegistry:
 
     # -- folding ----------------------------------------------------------------------------
 
-    def _fold_of(self, base: str) -> BaseFold[LoadedAdapter]:
-        return self._folds.setdefault(base, BaseFold[LoadedAdapter]())
-
     def folded(self, base: str) -> LoadedAdapter | None:
         """The version folded into ``base``'s weights, if any."""
-        fold = self._folds.get(base)
-        return fold.folded if fold is not None else None
+        return self._folds.folded(base)
+
+    def fold_of(self, base: str) -> BaseFold[LoadedAdapter]:
+        """``base``'s fold state (its gate, target, last phases and error)."""
+        return self._folds.of(base)
+
+    async def settled(self, base: str | None = None) -> None:
+        """Wait until the weights of ``base`` (every base) hold what the promotes asked."""
+        await self._folds.settle(base)
 
     async def unfold(self, base: str) -> None:
         """Return ``base``'s weights to the pristine ones; every version served by its LoRA."""
-        fold = self._fold_of(base)
-        async with fold.lock:
-            await self._refold(base, None)
-
-    async def _refold(
-        self, base: str, target: LoadedAdapter | None, flip: Callable[[], None] | None = None,
-        engine: EngineClient | None = None,
-    ) -> None:
-        """Fold ``target`` (None: none) into ``base``'s weights, then call ``flip``; the
-        caller holds the base's fold lock. Prepare, close the gate, drain, fold, switch every
-        version's engine LoRA (and ``flip``) with no await in between, open the gate.
-        ``engine``: the base's engine (default: the one serving it now)."""
-        fold = self._fold_of(base)
-        engine = engine or self._engines[base]
-        if fold.folded is target:
-            if flip is not None:
-                flip()
-            return
-        others = [a for a in self._versions.values() if a.base == base and a is not target]
-        fresh: dict[str, LoraRef] = {}
-        try:
-            if target is not None:
-                for other in others:
-                    check_difference_rank(engine, other.ref, other.manifest.lora.r, target.ref, target.manifest.lora.r)
-                await fold_call(engine.prepare_fold(target.lora.path), target.ref)
-                for other in others:
-                    fresh[other.ref] = await self._load_difference(engine, other, target)
-            await self._drain(base, fold)
-            await fold_call(engine.fold(target.lora.path if target else None), target.ref if target else "nothing")
-            for other in others:  # from here to the gate opening: no await
-                other.engine_lora = fresh.get(other.ref, other.lora)
-            if target is not None:
-                target.engine_lora = None
-            stale, fold.differences, fold.folded = fold.differences, fresh, target
-            self._telemetry.set_folded(base, target.ref if target is not None else None)
-            log.info("%s weights now fold %s", base, target.ref if target else "nothing")
-            if flip is not None:
-                flip()
-        except BaseException:
-            for lora in fresh.values():
-                await drop_difference(engine, lora)
-            raise
-        finally:
-            fold.open.set()
-        for lora in stale.values():
-            await drop_difference(engine, lora)
-
-    async def _drain(self, base: str, fold: BaseFold[LoadedAdapter]) -> None:
-        fold.open.clear()
-        try:
-            await asyncio.wait_for(fold.idle.wait(), self._fold_drain_timeout_s)
-        except TimeoutError:
-            raise Unavailable(
-                f"requests on {base} did not finish within {self._fold_drain_timeout_s:g} s; "
-                "the fold was not changed", code="fold_drain_timeout",
-            ) from None
-
-    async def _difference_if_folded(self, engine: EngineClient, adapter: LoadedAdapter) -> None:
-        """A version loaded while another is folded is served by its difference LoRA."""
-        fold = self._fold_of(adapter.base)
-        if fold.folded is None:
-            return
-        async with fold.lock:
-            folded = fold.folded
-            if folded is None:
-                return
-            check_difference_rank(engine, adapter.ref, adapter.manifest.lora.r, folded.ref, folded.manifest.lora.r)
-            lora = await self._load_difference(engine, adapter, folded)
-            fold.differences[adapter.ref] = adapter.engine_lora = lora
-
-    async def _load_difference(self, engine: EngineClient, other: LoadedAdapter, target: LoadedAdapter) -> LoraRef:
-        assert self._fold_dir is not None
-        return await load_difference(
-            engine, self._fold_dir / other.base, (other.ref, other.lora.path), (target.ref, target.lora.path),
-            next(self._ids),
-        )
+        await self._folds.refold(base, None)
 
     async def wait_unloaded(self) -> None:
         """Wait for pending unloads (tests and shutdown)."""

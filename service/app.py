@@ -54,6 +54,16 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def folding(settings: ServiceSettings) -> bool:
+    """Whether the promoted versions are folded: the setting, or (unset) whether the engines
+    run on a GPU."""
+    if settings.fold_promoted is not None:
+        return settings.fold_promoted
+    from service.engine import on_gpu
+
+    return on_gpu()
+
+
 def create_app(
     settings: ServiceSettings,
     engines: Mapping[str, EngineClient],
@@ -75,7 +85,7 @@ def create_app(
     telemetry = Telemetry()
     registry = AdapterRegistry(
         settings.adapter_root, engines, telemetry,
-        fold_dir=settings.fold_dir if settings.fold_promoted else None,
+        fold_dir=settings.fold_dir if folding(settings) else None,
         fold_drain_timeout_s=settings.fold_drain_timeout_s,
     )
     router = Router(telemetry, salt=settings.routing_salt, rng=rng)

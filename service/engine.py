@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from forecast.answer_format import compile_room
 from forecast.templates import ChatFormat
+from service import mask_fill
 from service.engine_metrics import prometheus_logger_class
 from service.settings import EngineSettings
 
@@ -231,6 +232,10 @@ def engine_kwargs(settings: EngineSettings, gpu: bool) -> dict[str, Any]:
             kwargs[name] = getattr(settings, name)
     if settings.structured_output_backend != "auto":
         kwargs["structured_outputs_config"] = {"backend": settings.structured_output_backend}
+    threads = mask_fill.resolve_threads(settings.mask_fill_threads)
+    if threads >= 2:  # vLLM's scheduler, its answer-expression masks filled in parallel
+        kwargs["scheduler_cls"] = mask_fill.QUALNAME
+        kwargs["additional_config"] = {mask_fill.CONFIG_KEY: threads}
     return kwargs
 
 

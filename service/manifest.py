@@ -17,12 +17,15 @@ import math
 import re
 import struct
 from pathlib import Path
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 from pydantic import ValidationError
 
 from forecast.manifest import MANIFEST, SEGMENT, AdapterManifest, LoraShape, load_manifest
 from service.errors import AdapterError, Forbidden, NotFound
+
+if TYPE_CHECKING:
+    from service.engine import EngineInfo
 
 __all__ = ["MANIFEST", "PEFT_CONFIG", "SEGMENT", "WEIGHTS", "AdapterManifest", "LoraShape"]
 
@@ -171,3 +174,25 @@ def check_safetensors(path: Path, ref: str) -> None:
             raise ValueError("header is not an object")
     except (struct.error, ValueError, UnicodeDecodeError):
         raise AdapterError(f"{ref}: {WEIGHTS} is not a safetensors file", code="corrupt_adapter") from None
+
+
+def check_fits_engine(manifest: AdapterManifest, ref: str, info: EngineInfo) -> None:
+    """Refuse an adapter the engine cannot serve: another base model, chat format or a rank
+    above the engine's."""
+    if manifest.base_model != info.model_id:
+        raise AdapterError(
+            f"{ref} was trained on {manifest.base_model!r}; the {info.base} engine runs "
+            f"{info.model_id!r}",
+            code="base_mismatch",
+        )
+    if manifest.chat_format != info.chat_format:
+        raise AdapterError(
+            f"{ref} expects chat format {manifest.chat_format}; the {info.base} engine "
+            f"renders {info.chat_format}",
+            code="chat_format_mismatch",
+        )
+    if manifest.lora.r > info.max_lora_rank:
+        raise AdapterError(
+            f"{ref} has LoRA rank {manifest.lora.r} > engine max_lora_rank {info.max_lora_rank}",
+            code="rank_too_large",
+        )

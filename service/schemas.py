@@ -212,6 +212,9 @@ class AdapterVersionOut(BaseModel):
     loaded: bool = True
     retiring: bool = False
     inflight: int = 0
+    # served how now: "folded" (in the base's weights, no LoRA), "difference" (a LoRA against
+    # the folded version) or "lora" (its own LoRA)
+    served_as: Literal["lora", "folded", "difference"] = "lora"
     path: str  # relative to the adapter root
     aliases: list[str]
     metrics: dict[str, object] = Field(default_factory=dict)

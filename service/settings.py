@@ -89,6 +89,9 @@ class EngineSettings(BaseModel):
     # The structured-output backend the answer expression runs on; auto: vLLM's choice
     # (xgrammar, falling back to guidance where xgrammar cannot take the expression).
     structured_output_backend: Literal["auto", "xgrammar", "guidance"] = "auto"
+    # Threads that fill the structured-output token masks of one decode step (service.mask_fill);
+    # None: half the cores, at most 8; 1 or 0: vLLM's own (one thread below 128 requests).
+    mask_fill_threads: int | None = Field(default=None, ge=0, le=64)
 
     @field_validator("base")
     @classmethod
@@ -136,13 +139,13 @@ class ServiceSettings(BaseSettings):
     router_model: str = Field(default="dow30", min_length=1, max_length=64, pattern=r"^[^@\s]+$")
     shadow_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
     # Fold the version each adapter's own alias serves into its base's weights (base speed
-    # for the dominant arm; other versions through difference LoRAs, service.fold). Off by
-    # default: a promote then waits for the base's in-flight requests (a request runs under
-    # one fold), bf16 folding rounds W + s·B·A once (answers can differ from the LoRA path at
-    # rounding level), difference LoRAs need max_lora_rank >= the sum of two ranks, and the
-    # touched weights are kept on the host; a GPU deployment serving one dominant version
-    # turns it on.
-    fold_promoted: bool = False
+    # for the dominant arm; other versions through difference LoRAs, service.fold). None: on
+    # where the engines run on a GPU (where the LoRA path costs 17-24 % of the throughput,
+    # README); off on CPU, where folding gains nothing measurable. Costs: bf16 folding rounds
+    # W + s·B·A once (answers can differ from the LoRA path at rounding level), difference
+    # LoRAs need max_lora_rank >= the sum of two ranks, the touched weights are kept on the
+    # host. false turns it off.
+    fold_promoted: bool | None = None
     fold_dir: Path = Path("var/service/folded")  # difference adapters are written here
     fold_drain_timeout_s: float = Field(default=120.0, gt=0)  # requests not done by then: no fold
     watch_adapters: bool = False

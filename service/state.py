@@ -56,6 +56,7 @@ class ServiceState:
         for spec in s.preload:
             name, _, version = spec.partition("@")
             await self.registry.load(name, version or None, promote=True)
+        await self.registry.settled()  # with folding on: start with the preloaded versions folded
         weights = s.routing or {name.partition("@")[0]: 1.0 for name in s.preload}
         if weights:
             arms = [Arm(name=alias, alias=alias, weight=w) for alias, w in weights.items()]
@@ -94,6 +95,7 @@ class ServiceState:
         self.tasks.clear()
         await self.forecaster.drain()
         self.market_gate.close()
+        await self.registry.settled()  # a fold under way: nothing is in flight now, it ends
         await self.registry.wait_unloaded()
         if self.supervisor is not None:
             await self.supervisor.aclose()

@@ -116,6 +116,16 @@ class Telemetry:
             "1 for the version folded into its base's weights (served with no LoRA).",
             ("base", "adapter", "version"), registry=r,
         )
+        self.fold_seconds = Histogram(
+            "forecast_adapter_fold_phase_seconds",
+            "Time of each phase of moving a base's fold (prepare, differences, drain, fold, cleanup).",
+            ("base", "phase"), buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.fold_failures = Counter(
+            "forecast_adapter_fold_failures",
+            "Folds that failed (the weights stayed as they were; every version served exactly).",
+            ("base",), registry=r,
+        )
         self.routing_weight = Gauge(
             "forecast_routing_weight", "Normalised A/B weight of each arm.", ("arm", "alias"),
             registry=r,

@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     ap.add_argument("--no-checksum", action="store_true", help="skip the bit-exact restore check (16 GB hashed)")
+    ap.add_argument("--promote-only", action="store_true", help="skip the throughput modes: the promote under load")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.tiny:
@@ -112,7 +113,7 @@ def main() -> None:
         asyncio.run(run(settings, prompts, model_dir=model, work=args.work, targets=ALL_LINEAR, rounds=args.rounds,
                         max_tokens=max_tokens, load_warm_s=warm_s, load_after_s=after_s,
                         checksum=not args.no_checksum, log=lambda s: print(s, flush=True), dump=dump,
-                        adapter_std=std))
+                        adapter_std=std, measure=not args.promote_only))
     except Exception as exc:
         payload["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         payload["traceback"] = traceback.format_exc()[-4000:]

@@ -6,6 +6,7 @@
 #   sites             keep; unpack the training and serving sites (the first parts)
 #   structured BASE   keep; the structured-output cost at the 8B shape for BASE (vLLM's default
 #                     backend, xgrammar; pass --backend guidance to compare)
+#   mask              keep; one decode step's answer masks on this host's CPU (answer_mask.py)
 #   release           keep; join and check every part, unpack the tiny model; train the release
 #                     adapter of each base (training/configs/release_tiny.json: deepspeed,
 #                     every checkpoint scored through vLLM), then the training report
@@ -52,7 +53,11 @@ structured)
     --n 64 --max-tokens 1024 --rounds 2 --max-model-len 8192 --work /tmp/bench \
     --name "structured_output_gpu_$base" "$@" > "$OUT/structured_$base.log" 2>&1
   grep -n "Error\|error\|Traceback\|structured_vs_free\|free\|wrote" "$OUT/structured_$base.log" | grep -v "^.*INFO" | head -60
-  cp benchmarks/results/structured_output_gpu_"$base".json "$OUT/" 2>/dev/null
+  cp benchmarks/results/structured_output_gpu_"$base"*.json "$OUT/" 2>/dev/null
+  ;;
+mask)
+  sites || exit 3
+  timeout 300 python3 benchmarks/answer_mask.py --threads 8 --out "$OUT/answer_mask_gpu_host.json" "$@" 2>&1 | grep -v Warn | tail -5
   ;;
 release)
   sites || exit 3

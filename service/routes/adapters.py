@@ -21,6 +21,7 @@ def version_out(registry: AdapterRegistry, a: LoadedAdapter, loaded: bool = True
         name=a.name, version=a.version, base=m.served_base, base_model=m.base_model,
         chat_format=str(m.chat_format), lora_id=a.lora.lora_id, lora_rank=m.lora.r,
         loaded=loaded, retiring=a.retired, inflight=a.inflight,
+        served_as="folded" if a.engine_lora is None else "lora" if a.engine_lora == a.lora else "difference",
         path=f"{a.name}/{a.version}", aliases=registry.aliases_of(a.ref), metrics=m.metrics,
     )
 

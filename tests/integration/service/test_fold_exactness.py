@@ -95,6 +95,7 @@ async def test_folded_and_difference_paths_equal_plain_lora_and_restore_the_weig
     try:
         await registry.load(NAME, "v1")
         await registry.load(NAME, "v2", promote=False)
+        await registry.settled()  # these texts go to the engine directly, not through acquire()
         served = {a.version: a for a in registry.loaded()}
         assert registry.folded("llama") is served["v1"] and served["v1"].engine_lora is None
         folded_v1 = await engine.weights_checksum()
@@ -110,6 +111,7 @@ async def test_folded_and_difference_paths_equal_plain_lora_and_restore_the_weig
         await engine.remove_lora(neg.lora_id)
 
         await registry.promote(NAME, f"{NAME}@v2")  # v1 retires (no alias) and is unloaded
+        await registry.settled()
         await registry.wait_unloaded()
         assert registry.folded("llama") is served["v2"]
         assert await texts(engine, prompts, None, "f2-v2") == ref["v2"]
@@ -119,6 +121,7 @@ async def test_folded_and_difference_paths_equal_plain_lora_and_restore_the_weig
         assert await texts(engine, prompts, served["v2"].engine_lora, "u-v2") == ref["v2"]
 
         await registry.load(NAME, "v1")  # re-promote v1: the same folded weights as before
+        await registry.settled()
         assert await engine.weights_checksum() == folded_v1
         assert await texts(engine, prompts, None, "r-v1") == ref["v1"]
     finally:

@@ -4,7 +4,9 @@ on both bases, with the untrained stand-in adapters, all read by their own Predi
 The service decodes under the FinGPT answer expression (vLLM structured output, xgrammar on
 this CPU build) with bounds fitted to ``max_new_tokens``, so even an adapter that has learned
 nothing writes the three sections, a bin phrase and an analysis, whole. Own engines (the
-package's shared app serves 8-token answers for speed): one per base, started for this module.
+package's shared app serves 8-token answers for speed): one per base, started for this module,
+their token masks filled by two threads (``service.mask_fill``; on this machine's kind the
+service's default is vLLM's one thread), so that every answer here also checks the parallel fill.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ FORMATS = {"llama": ChatFormat.LLAMA3, "deepseek": ChatFormat.DEEPSEEK_R1}
 TICKERS = ["AAPL", "AXP", "BA", "CAT", "CSCO", "CVX", "DIS", "GS", "HD", "IBM",
            "JNJ", "JPM", "KO", "MCD", "MMM", "MRK", "MSFT", "NKE", "PG", "WMT"]  # fmt: skip
 WEEKS = [dt.date(2023, 10, 1) + dt.timedelta(weeks=3 * i) for i in range(5)]
+ENGINES: dict[str, Any] = {}
+
+
+def mask_fill_state(worker: Any) -> list[tuple[int, int]]:
+    """In the engine-core process: (parallel threshold, fill threads) of every structured-output
+    manager there (the CPU engine's worker runs in that process)."""
+    import gc
+
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    return [(m.fill_bitmask_parallel_threshold, m.executor_for_fillmask._max_workers)
+            for m in gc.get_objects() if isinstance(m, StructuredOutputManager)]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -51,13 +65,15 @@ async def structured_client(
     )
     now = dt.datetime(2024, 1, 5, tzinfo=dt.UTC)
     async with (
-        tiny_engines(tiny_model, FORMATS, max_num_seqs=16, max_loras=2) as engines,
+        tiny_engines(tiny_model, FORMATS, max_num_seqs=16, max_loras=2, mask_fill_threads=2) as engines,
         running(settings, SnapshotMarketData(), engines, now=lambda: now) as app,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://svc", timeout=1200
         ) as client,
     ):
+        ENGINES.update(engines)
         yield client
+        ENGINES.clear()
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -86,3 +102,10 @@ async def test_twenty_forecasts_all_parse_by_their_prediction_line(
     card = await structured_client.get("/v1/adapters/fingpt-llama/scorecard")
     assert card.status_code == 200, card.text
     assert all(v["parse_failure_rate"] == 0.0 for v in card.json()["versions"]), card.text
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_engines_fill_their_answer_masks_on_two_threads(structured_client: httpx.AsyncClient) -> None:
+    for engine in ENGINES.values():
+        states = await engine._llm.collective_rpc(mask_fill_state)
+        assert states == [[(3, 2)]], states  # parallel from 4 structured requests a step, 2 threads

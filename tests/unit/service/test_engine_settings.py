@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from service import engine as engine_module
+from service import mask_fill
 from service.engine import EngineStats, engine_kwargs, resolve_dtype
 from service.settings import EngineSettings
 from service.telemetry import Telemetry
@@ -31,6 +32,79 @@ CPU_KWARGS = {
 @pytest.fixture(autouse=True)
 def no_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(mask_fill.os, "cpu_count", lambda: 2)  # this machine's kind: one fill thread
+
+
+def test_answer_masks_are_filled_in_parallel_where_there_are_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mask_fill.os, "cpu_count", lambda: 16)
+    kwargs = engine_kwargs(EngineSettings(base="llama"), gpu=True)
+    assert kwargs["scheduler_cls"] == "service.mask_fill.scheduler"
+    assert kwargs["additional_config"] == {"forecast_mask_fill_threads": 8}  # half the cores, at most 8
+    assert engine_kwargs(EngineSettings(base="llama", mask_fill_threads=3), gpu=False)["additional_config"] == {
+        "forecast_mask_fill_threads": 3}
+    off = engine_kwargs(EngineSettings(base="llama", mask_fill_threads=0), gpu=True)
+    assert "scheduler_cls" not in off and "additional_config" not in off
+    monkeypatch.setattr(mask_fill.os, "cpu_count", lambda: 2)
+    assert "scheduler_cls" not in engine_kwargs(EngineSettings(base="llama"), gpu=True)
+
+
+class Manager:
+    """The parts of vLLM's StructuredOutputManager the parallel fill uses (the real one is
+    checked on the real engine in tests/integration/service/test_structured_vllm.py)."""
+
+    fill_bitmask_parallel_threshold = 128
+    fill_bitmask_parallel_batch_size = 16
+    executor_for_fillmask = None
+
+    def __init__(self, bitmask: object = None) -> None:
+        self._grammar_bitmask = bitmask
+
+    def _fill_bitmasks(self, batch: list[tuple[object, int, bool]]) -> None:  # vLLM: a full mask
+        for _, index, _ in batch:
+            self._grammar_bitmask[index].fill_(-1)  # type: ignore[index]
+
+    def _async_submit_fill_bitmask(self, batch: list[object]) -> None: ...
+
+
+def test_the_parallel_fill_tunes_vllms_structured_output_manager() -> None:
+    manager = Manager()
+    assert not mask_fill.tune(manager, 1) and manager.fill_bitmask_parallel_threshold == 128
+    assert mask_fill.tune(manager, 4)
+    assert manager.fill_bitmask_parallel_threshold == mask_fill.MIN_PARALLEL - 1
+    assert manager.executor_for_fillmask._max_workers == 4  # type: ignore[attr-defined]
+    assert not mask_fill.tune(object(), 4)  # a vLLM without the knobs: left alone
+
+
+def test_the_batched_fill_gives_each_request_its_own_mask() -> None:
+    import xgrammar as xgr
+
+    vocab = ["<eos>", "a", "b", "ab", "ba", "aa", "\n", "1. ", "x", "Prediction: ", "Up", "Down", "a\n"]
+    info = xgr.TokenizerInfo(vocab, stop_token_ids=[0])
+    compiled = xgr.GrammarCompiler(info).compile_regex(r"1\. [ab]{1,5}\nPrediction: (Up|Down)")
+    matchers = [xgr.GrammarMatcher(compiled) for _ in range(6)]
+    for i, m in enumerate(matchers):  # each at another point of its answer
+        for token in [7, 1, 2, 3, 6, 9][:i]:
+            assert m.accept_token(token)
+    bitmask = xgr.allocate_token_bitmask(8, info.vocab_size)
+    bitmask.fill_(0)
+    manager = Manager(bitmask)
+    assert mask_fill.tune(manager, 3)
+
+    class Grammar:
+        def __init__(self, matcher: object) -> None:
+            self.matcher = matcher
+
+        def is_terminated(self) -> bool:
+            return False
+
+    batch = [(Grammar(m), i, True) for i, m in enumerate(matchers)] + [(Grammar(None), 7, False)]
+    manager._async_submit_fill_bitmask(batch).result()  # type: ignore[func-returns-value]
+    for i, m in enumerate(matchers):
+        alone = xgr.allocate_token_bitmask(1, info.vocab_size)
+        m.fill_next_token_bitmask(alone, 0)
+        assert bitmask[i].tolist() == alone[0].tolist(), i
+    assert bitmask[6].tolist() == [0] * len(bitmask[6])  # no request there: untouched
+    assert bitmask[7].tolist() == [-1] * len(bitmask[7])  # not constrained yet: everything allowed
 
 
 def test_cpu_defaults_give_the_same_engine_as_before() -> None:
