@@ -125,12 +125,12 @@ class Folds(Generic[V]):
             await self._refold(base, target, engine)
 
     def reset(self, base: str) -> V | None:
-        """``base``'s engine was replaced by a pristine one: forget its fold; return what was
-        folded (the caller folds it again on the new engine)."""
+        """``base``'s engine was replaced by a pristine one: forget its fold; return the version
+        its weights should hold (the caller folds it on the new engine)."""
         fold = self.of(base)
-        folded, fold.folded, fold.differences = fold.folded, None, {}
+        fold.folded, fold.differences = None, {}
         self._telemetry.set_folded(base, None)
-        return folded
+        return fold.target
 
     async def _work(self, base: str) -> None:
         fold = self.of(base)

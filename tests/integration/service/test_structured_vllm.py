@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from support.engines import tiny_engines
+from support.engines import tiny_engine_spec, tiny_engines
 
 from forecast.answer import bin_phrases
 from forecast.answer_format import LIMITS, answer_regex, max_answer_chars
@@ -37,18 +37,6 @@ FORMATS = {"llama": ChatFormat.LLAMA3, "deepseek": ChatFormat.DEEPSEEK_R1}
 TICKERS = ["AAPL", "AXP", "BA", "CAT", "CSCO", "CVX", "DIS", "GS", "HD", "IBM",
            "JNJ", "JPM", "KO", "MCD", "MMM", "MRK", "MSFT", "NKE", "PG", "WMT"]  # fmt: skip
 WEEKS = [dt.date(2023, 10, 1) + dt.timedelta(weeks=3 * i) for i in range(5)]
-ENGINES: dict[str, Any] = {}
-
-
-def mask_fill_state(worker: Any) -> list[tuple[int, int]]:
-    """In the engine-core process: (parallel threshold, fill threads) of every structured-output
-    manager there (the CPU engine's worker runs in that process)."""
-    import gc
-
-    from vllm.v1.structured_output import StructuredOutputManager
-
-    return [(m.fill_bitmask_parallel_threshold, m.executor_for_fillmask._max_workers)
-            for m in gc.get_objects() if isinstance(m, StructuredOutputManager)]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -71,9 +59,7 @@ async def structured_client(
             transport=httpx.ASGITransport(app=app), base_url="http://svc", timeout=1200
         ) as client,
     ):
-        ENGINES.update(engines)
         yield client
-        ENGINES.clear()
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -104,8 +90,19 @@ async def test_twenty_forecasts_all_parse_by_their_prediction_line(
     assert all(v["parse_failure_rate"] == 0.0 for v in card.json()["versions"]), card.text
 
 
-@pytest.mark.asyncio(loop_scope="session")
-async def test_the_engines_fill_their_answer_masks_on_two_threads(structured_client: httpx.AsyncClient) -> None:
-    for engine in ENGINES.values():
-        states = await engine._llm.collective_rpc(mask_fill_state)
-        assert states == [[(3, 2)]], states  # parallel from 4 structured requests a step, 2 threads
+def test_the_parallel_fill_fits_this_vllms_structured_output_manager(tiny_model: Path) -> None:
+    """The manager the engines above run with: ``mask_fill.tune`` finds its knobs (the
+    engines' answers, all matching the expression, show the masks it fills are right)."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    from service import mask_fill
+    from service.engine import engine_kwargs
+
+    kwargs = engine_kwargs(tiny_engine_spec(tiny_model, "llama", max_num_seqs=16, mask_fill_threads=2), gpu=False)
+    assert kwargs["scheduler_cls"] == mask_fill.QUALNAME
+    manager = StructuredOutputManager(EngineArgs(**kwargs).create_engine_config())
+    assert manager.fill_bitmask_parallel_threshold == 128  # vLLM's own: one thread below 128
+    assert mask_fill.tune(manager, 2)
+    assert manager.fill_bitmask_parallel_threshold == mask_fill.MIN_PARALLEL - 1
+    assert manager.executor_for_fillmask._max_workers == 2
