@@ -105,7 +105,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> flo
 def write_second_version() -> None:
     """``fingpt-llama@v1``: another random stand-in, written after start so v0 is preloaded."""
     from service.demo_adapters import write_peft_adapter
-    from service.engine import resolve_model_id
+    from service.engine_args import resolve_model_id
     from service.settings import EngineSettings
 
     model = tiny_model()

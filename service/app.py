@@ -59,7 +59,7 @@ def folding(settings: ServiceSettings) -> bool:
     run on a GPU."""
     if settings.fold_promoted is not None:
         return settings.fold_promoted
-    from service.engine import on_gpu
+    from service.engine_args import on_gpu
 
     return on_gpu()
 

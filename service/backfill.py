@@ -127,7 +127,7 @@ async def in_process(fake: bool, db_url: str | None) -> AsyncIterator[tuple[Asyn
 
 
 def _model_id(spec: Any) -> str:
-    from service.engine import resolve_model_id
+    from service.engine_args import resolve_model_id
 
     return resolve_model_id(spec)
 

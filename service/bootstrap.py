@@ -27,7 +27,8 @@ from forecast.providers.base import MarketData
 from forecast.providers.snapshot import SNAPSHOT_LATEST
 from forecast.settings import DataSettings
 from service.app import create_app
-from service.engine import EngineClient, VLLMEngine, resolve_model_id
+from service.engine import EngineClient, VLLMEngine
+from service.engine_args import resolve_model_id
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")

@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from forecast.settings import DataSettings, market_data_from_settings
 from service.bootstrap import prepare_settings, running
 from service.demo_adapters import release_version
-from service.engine import resolve_model_id
+from service.engine_args import resolve_model_id
 from service.main import serving
 from service.manifest import versions_on_disk
 from service.settings import ServiceSettings

@@ -31,7 +31,8 @@ from service.bootstrap import (
     running,
     start_engines,
 )
-from service.engine import VLLMEngine, gpu_count, on_gpu
+from service.engine import VLLMEngine
+from service.engine_args import gpu_count, on_gpu
 from service.logfilters import redact_access_log
 from service.preflight import PreflightError, preflight
 from service.settings import ServiceSettings

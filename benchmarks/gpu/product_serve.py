@@ -292,7 +292,7 @@ async def raw_phases(spec: dict[str, Any], lora_path: Path, phases: dict[str, di
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from forecast.templates import SPECS
-    from service.engine import engine_kwargs
+    from service.engine_args import engine_kwargs
     from service.settings import EngineSettings
 
     settings = EngineSettings(**spec)

@@ -97,7 +97,7 @@ def test_the_parallel_fill_fits_this_vllms_structured_output_manager(tiny_model:
     from vllm.v1.structured_output import StructuredOutputManager
 
     from service import mask_fill
-    from service.engine import engine_kwargs
+    from service.engine_args import engine_kwargs
 
     kwargs = engine_kwargs(tiny_engine_spec(tiny_model, "llama", max_num_seqs=16, mask_fill_threads=2), gpu=False)
     assert kwargs["scheduler_cls"] == mask_fill.QUALNAME

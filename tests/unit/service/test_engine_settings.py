@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service import engine as engine_module
+from service import engine_args as engine_module
 from service import mask_fill
-from service.engine import EngineStats, engine_kwargs, resolve_dtype
+from service.engine import EngineStats
+from service.engine_args import engine_kwargs, resolve_dtype
 from service.settings import EngineSettings
 from service.telemetry import Telemetry
 

@@ -240,7 +240,7 @@ async def test_a_replaced_engine_gets_the_fold_again(serve: Any, engines: Any, t
 
 
 def test_folding_is_on_by_default_where_the_engines_run_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service import engine
+    from service import engine_args as engine
     from service.app import folding
     from service.settings import ServiceSettings
 
