@@ -51,8 +51,8 @@ def tune(manager: Any, threads: int) -> bool:
             or not hasattr(manager, "_async_submit_fill_bitmask") or not hasattr(manager, "_fill_bitmasks"):
         return False
     old = getattr(manager, "executor_for_fillmask", None)
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mask-fill")
-    manager.executor_for_fillmask = pool
+    # the Python-thread path's pool (vLLM also shuts it down with the manager)
+    manager.executor_for_fillmask = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mask-fill")
     if old is not None:
         old.shutdown(wait=False)
     batcher = _xgrammar_batcher(threads)
@@ -60,7 +60,7 @@ def tune(manager: Any, threads: int) -> bool:
         manager.fill_bitmask_parallel_batch_size = BATCH
     else:  # one task holds the step's whole batch; xgrammar spreads it over its threads
         manager.fill_bitmask_parallel_batch_size = 1 << 20
-        manager._async_submit_fill_bitmask = lambda batch: _fill_batch(manager, batcher, pool, batch)
+        manager._async_submit_fill_bitmask = lambda batch: _fill_batch(manager, batcher, batch)
     # vLLM takes the parallel path above the threshold
     manager.fill_bitmask_parallel_threshold = MIN_PARALLEL - 1
     return True
@@ -75,10 +75,11 @@ def _xgrammar_batcher(threads: int) -> Any:
     return make(threads) if make is not None else None
 
 
-def _fill_batch(manager: Any, batcher: Any, pool: ThreadPoolExecutor, batch: list[tuple[Any, int, bool]]) -> Future[None]:
+def _fill_batch(manager: Any, batcher: Any, batch: list[tuple[Any, int, bool]]) -> Future[None]:
     """vLLM's ``_fill_bitmasks`` for one step's batch: the xgrammar matchers that need a mask
     by ``batcher`` in one call, the rest (finished, not constrained yet, another backend) as
-    vLLM does."""
+    vLLM does. Done here, in the caller's thread: vLLM waits for the result at once, and
+    xgrammar spreads the batch over its own threads."""
     import xgrammar
 
     matchers, rows, rest = [], [], []
@@ -91,11 +92,11 @@ def _fill_batch(manager: Any, batcher: Any, pool: ThreadPoolExecutor, batch: lis
             rest.append((grammar, index, apply_bitmask))
     if rest:
         manager._fill_bitmasks(rest)
-    if not matchers:
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-    return pool.submit(batcher.batch_fill_next_token_bitmask, matchers, manager._grammar_bitmask, rows)
+    if matchers:
+        batcher.batch_fill_next_token_bitmask(matchers, manager._grammar_bitmask, rows)
+    done: Future[None] = Future()
+    done.set_result(None)
+    return done
 
 
 def scheduler(*args: Any, **kwargs: Any) -> Any:
